@@ -1,0 +1,35 @@
+"""contdepth: continuous-depth ResNets and Neural ODEs in JAX.
+
+One vector field `F(t, y, args)`, two models: a forward-Euler ResNet and its Neural
+ODE; Jacobians as the lens on depth.
+"""
+
+import importlib.metadata
+
+from . import datasets as datasets
+from ._classifier import Classifier as Classifier
+from ._fields.attention import AttentionField as AttentionField
+from ._fields.base import AbstractVectorField as AbstractVectorField
+from ._fields.conv import ConvField as ConvField
+from ._fields.linear import LinearField as LinearField
+from ._fields.mlp import MLPField as MLPField
+from ._fields.piecewise import PiecewiseField as PiecewiseField
+from ._models.base import (
+    AbstractDepthModel as AbstractDepthModel,
+    AbstractDiscreteDepthModel as AbstractDiscreteDepthModel,
+)
+from ._models.euler import EulerResNet as EulerResNet
+from ._models.highway import HighwayNet as HighwayNet
+from ._models.neural_ode import NeuralODE as NeuralODE
+from ._models.plain import PlainNet as PlainNet
+from ._models.scaled import ScaledResidualNet as ScaledResidualNet
+from ._train.evaluate import evaluate as evaluate
+from ._train.train import train as train
+from ._zoo import (
+    count_parameters as count_parameters,
+    make_classifier as make_classifier,
+    MODEL_NAMES as MODEL_NAMES,
+)
+
+
+__version__ = importlib.metadata.version("contdepth")

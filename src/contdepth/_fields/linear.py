@@ -1,0 +1,42 @@
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+from .._custom_types import Args, RealScalarLike, Vector
+from .._validation import check_float_array, check_state_shape
+from .base import AbstractVectorField
+
+
+class LinearField(AbstractVectorField):
+    """The linear field `F(t, y) = A y`: the analytic reference.
+
+    Forward Euler gives `(I + hA)^N y` exactly and the flow is `expm(TA) y`.
+    """
+
+    matrix: Float[Array, "dim dim"]
+
+    def __init__(self, matrix: Float[ArrayLike, "dim dim"]):
+        """**Arguments:**
+
+        - `matrix`: a square floating-point matrix `A` of shape `(dim, dim)`.
+        """
+        check_float_array("matrix", matrix, ndim=2)
+        if matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+            raise ValueError(
+                f"`matrix` must be square and non-empty, got shape {tuple(matrix.shape)}."
+            )
+        self.matrix = jnp.asarray(matrix)
+
+    @property
+    def dim(self) -> int:
+        return self.matrix.shape[0]
+
+    def __call__(self, t: RealScalarLike, y: Vector, args: Args = None) -> Vector:
+        return self.matrix @ y
+
+    def check_state(self, y, name: str = "y") -> None:
+        check_float_array(name, y)
+        check_state_shape(name, y, (self.dim,), f"LinearField(dim={self.dim})")
+
+    def lipschitz_bound(self) -> Float[Array, ""]:
+        return jnp.linalg.norm(self.matrix, ord=2)

@@ -1,0 +1,90 @@
+import abc
+
+import equinox as eqx
+import jax.lax as lax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from .._custom_types import Args, State
+
+
+class AbstractDepthModel(eqx.Module):
+    """A depth model maps one state to one state: `model(y, args=None) -> y_out`.
+
+    Models act on a single sample (no batch axis); batch with `jax.vmap`. Every model
+    is a PyTree of arrays, so `jax.jit`, `jax.grad`, `jax.jacfwd` and sharding apply
+    directly.
+    """
+
+    @abc.abstractmethod
+    def __call__(self, y: State, args: Args = None) -> State:
+        """**Arguments:**
+
+        - `y`: one input state (floating point; no batch axis).
+        - `args`: any PyTree forwarded to the vector field.
+
+        **Returns:**
+
+        The output state, same shape and dtype as `y`.
+        """
+
+    @abc.abstractmethod
+    def check_state(self, y: State, name: str = "y") -> None:
+        """Raise a clear `TypeError`/`ValueError` if `y` is not a valid input state."""
+
+
+class AbstractDiscreteDepthModel(AbstractDepthModel):
+    """A depth model made of `num_layers` explicit steps `y_{k+1} = step(k, y_k)`.
+
+    Subclasses provide `num_layers` and `step`; the forward pass is one `lax.scan`,
+    so compile time does not grow with depth.
+    """
+
+    @property
+    @abc.abstractmethod
+    def num_layers(self) -> int:
+        """Number of steps (layers)."""
+
+    @abc.abstractmethod
+    def step(self, k: Int[Array, ""], y: State, args: Args = None) -> State:
+        """Apply layer `k` (a traced integer in `[0, num_layers)`) to the state `y`."""
+
+    def __call__(self, y: State, args: Args = None) -> State:
+        self.check_state(y)
+
+        def body(y, k):
+            return self.step(k, y, args), None
+
+        y_out, _ = lax.scan(body, y, jnp.arange(self.num_layers))
+        return y_out
+
+    def trajectory(self, y: State, args: Args = None) -> Float[Array, "layers+1 *state"]:
+        """All `num_layers + 1` states `y_0, ..., y_N`, stacked along a new first axis."""
+        self.check_state(y)
+
+        def body(y, k):
+            y_next = self.step(k, y, args)
+            return y_next, y_next
+
+        _, ys = lax.scan(body, y, jnp.arange(self.num_layers))
+        return jnp.concatenate([y[None], ys])
+
+    def perturbed(self, y: State, deltas: Float[Array, "layers *state"], args: Args = None):
+        """Forward pass with `deltas[k]` added to the state entering layer `k`.
+
+        With `deltas = 0` the output equals `self(y)`, and the gradient of a loss with
+        respect to `deltas[k]` is exactly `dL/dy_k`: the per-layer gradient profile.
+        """
+        self.check_state(y)
+        if deltas.shape != (self.num_layers, *y.shape):
+            raise ValueError(
+                f"`deltas` must have shape {(self.num_layers, *y.shape)} "
+                f"(num_layers, *state), got {tuple(deltas.shape)}."
+            )
+
+        def body(y, xs):
+            k, delta = xs
+            return self.step(k, y + delta, args), None
+
+        y_out, _ = lax.scan(body, y, (jnp.arange(self.num_layers), deltas))
+        return y_out

@@ -1,0 +1,130 @@
+from collections.abc import Sequence
+from typing import Literal
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Int
+
+from .._custom_types import Args, State
+from .._fields.base import AbstractVectorField
+from .._stacking import index_module, stack_modules
+from .._validation import check_nonnegative_float, check_positive_int
+from ._checks import check_field
+from .base import AbstractDiscreteDepthModel
+
+
+class ScaledResidualNet(AbstractDiscreteDepthModel):
+    """A scaled residual stack: `y_{l+1} = (1 - beta) y_l + alpha f_l(l, y_l)`.
+
+    Its block Jacobian is `(1 - beta) I + alpha J_f`, so
+    `|1 - beta| + alpha Lip(f) <= 1` makes every block non-expansive and gradients
+    cannot explode, by construction. Pass `alpha="nonexpansive"` to pick
+    `alpha = (1 - |1 - beta|) / Lip(f)` from the fields' Lipschitz bounds (valid for
+    the weights at construction; training moves them).
+
+    `f_l` is called as `f(t=l, y, args)`. One field means tied weights; a sequence of
+    `num_layers` fields means one field per layer.
+
+    References: Szegedy et al. 2017 (residual scaling in Inception-v4); Bachlechner
+    et al. 2021, "ReZero is All You Need"; Zhang et al. 2019, "Fixup Initialization".
+    """
+
+    fields: AbstractVectorField
+    tied: bool = eqx.field(static=True)
+    alpha: float = eqx.field(static=True)
+    beta: float = eqx.field(static=True)
+    _num_layers: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        field_or_fields: AbstractVectorField | Sequence[AbstractVectorField],
+        num_layers: int,
+        *,
+        alpha: float | Literal["nonexpansive"],
+        beta: float = 0.0,
+    ):
+        """**Arguments:**
+
+        - `field_or_fields`: one vector field (tied weights) or a sequence of
+            `num_layers` identically-structured fields (one per layer).
+        - `num_layers`: depth `N >= 1`.
+        - `alpha`: the branch scale `>= 0`, or `"nonexpansive"` to choose the largest
+            `alpha` with `|1 - beta| + alpha Lip(f) <= 1`.
+        - `beta`: the skip damping; the skip is scaled by `1 - beta`.
+        """
+        num_layers = check_positive_int("num_layers", num_layers)
+        if isinstance(field_or_fields, AbstractVectorField):
+            self.fields = field_or_fields
+            self.tied = True
+        elif isinstance(field_or_fields, Sequence) and not isinstance(
+            field_or_fields, str
+        ):
+            if len(field_or_fields) != num_layers:
+                raise ValueError(
+                    f"`field_or_fields` holds {len(field_or_fields)} fields but "
+                    f"`num_layers` is {num_layers}: pass one field (tied) or exactly "
+                    "`num_layers` fields."
+                )
+            for i, f in enumerate(field_or_fields):
+                check_field(f"field_or_fields[{i}]", f)
+            self.fields = stack_modules(list(field_or_fields), "field_or_fields")
+            self.tied = False
+        else:
+            raise TypeError(
+                "`field_or_fields` must be a vector field or a sequence of vector fields, "
+                f"got {type(field_or_fields).__name__}."
+            )
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+            raise TypeError(f"`beta` must be a real number, got {beta!r}.")
+        self.beta = float(beta)
+        if not jnp.isfinite(self.beta):
+            raise ValueError(f"`beta` must be finite, got {beta}.")
+        self._num_layers = num_layers
+        if isinstance(alpha, str):
+            if alpha != "nonexpansive":
+                raise ValueError(
+                    f"`alpha` must be a number >= 0 or 'nonexpansive', got {alpha!r}."
+                )
+            margin = 1.0 - abs(1.0 - self.beta)
+            if margin <= 0:
+                raise ValueError(
+                    f"`alpha='nonexpansive'` needs |1 - beta| < 1 (0 < beta < 2), got "
+                    f"beta={self.beta}: the skip alone is already not contractive."
+                )
+            lip = float(self.max_lipschitz())
+            if not jnp.isfinite(lip):
+                raise ValueError(
+                    "`alpha='nonexpansive'` needs a finite Lipschitz bound, but the field's "
+                    "`lipschitz_bound()` is inf (e.g. AttentionField): pass a number."
+                )
+            self.alpha = margin / lip if lip > 0 else 1.0
+        else:
+            self.alpha = check_nonnegative_float("alpha", alpha)
+
+    @property
+    def num_layers(self) -> int:
+        return self._num_layers
+
+    def layer(self, k) -> AbstractVectorField:
+        """The field of layer `k`."""
+        return self.fields if self.tied else index_module(self.fields, k)
+
+    def max_lipschitz(self) -> Array:
+        """`max_l Lip(f_l)` from the fields' `lipschitz_bound()`."""
+        if self.tied:
+            return self.fields.lipschitz_bound()
+        return jnp.max(
+            jnp.stack([self.layer(i).lipschitz_bound() for i in range(self.num_layers)])
+        )
+
+    def block_lipschitz_bound(self) -> Array:
+        """`|1 - beta| + alpha max_l Lip(f_l)`: at most 1 means non-expansive."""
+        return abs(1.0 - self.beta) + self.alpha * self.max_lipschitz()
+
+    def step(self, k: Int[Array, ""], y: State, args: Args = None) -> State:
+        t = k.astype(y.dtype)
+        f = self.layer(k)(t, y, args)
+        return (1 - self.beta) * y + self.alpha * f
+
+    def check_state(self, y: State, name: str = "y") -> None:
+        self.layer(0).check_state(y, name)

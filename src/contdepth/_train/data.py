@@ -1,0 +1,59 @@
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+
+from .._validation import check_positive_int
+
+
+def check_data(name: str, data) -> tuple[jax.Array, jax.Array]:
+    """`data` must be a `(features, labels)` pair: floating features `(n, ...)` and
+    integer labels `(n,)` with matching `n >= 1`."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(
+            f"`{name}` must be a `(features, labels)` pair, got {type(data).__name__}"
+            + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else "")
+            + ". The `cd.datasets` functions return `(train, test)`, each such a pair."
+        )
+    x, y = data
+    if not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"`{name}[0]` (features) must be a floating-point array, got "
+            f"{getattr(x, 'dtype', type(x).__name__)}."
+        )
+    if not hasattr(y, "dtype") or not jnp.issubdtype(y.dtype, jnp.integer):
+        raise TypeError(
+            f"`{name}[1]` (labels) must be an integer array of class indices, got "
+            f"{getattr(y, 'dtype', type(y).__name__)}."
+        )
+    if y.ndim != 1 or x.ndim < 1 or x.shape[0] != y.shape[0] or y.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` features of shape {tuple(x.shape)} and labels of shape "
+            f"{tuple(y.shape)} must share a non-zero leading (sample) axis, labels 1-D."
+        )
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+def batch_indices(key, step, num_samples: int, batch_size: int):
+    """The sample indices of training step `step`: epoch `e = step // (n // b)` draws a
+    permutation from `fold_in(key, e)`, and the step takes its next `b` entries.
+
+    A pure function of `(key, step)`: a run resumed at step `s` sees exactly the batches
+    an uninterrupted run sees, and every sample is visited once per epoch (the last
+    `n mod b` positions of each permutation, different samples every epoch, are
+    skipped).
+    """
+    steps_per_epoch = num_samples // batch_size
+    epoch = step // steps_per_epoch
+    position = step % steps_per_epoch
+    perm = jr.permutation(jr.fold_in(key, epoch), num_samples)
+    return jax.lax.dynamic_slice_in_dim(perm, position * batch_size, batch_size)
+
+
+def check_batch_size(batch_size, num_samples: int) -> int:
+    batch_size = check_positive_int("batch_size", batch_size)
+    if batch_size > num_samples:
+        raise ValueError(
+            f"`batch_size` ({batch_size}) exceeds the number of training samples "
+            f"({num_samples}): pass `batch_size <= {num_samples}`."
+        )
+    return batch_size
