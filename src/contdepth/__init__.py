@@ -7,6 +7,7 @@ ODE; Jacobians as the lens on depth.
 import importlib.metadata
 
 from . import datasets as datasets
+from ._adjoint.reversible_heun import ReversibleAdjoint as ReversibleAdjoint
 from ._classifier import Classifier as Classifier
 from ._fields.attention import AttentionField as AttentionField
 from ._fields.base import AbstractVectorField as AbstractVectorField
@@ -20,8 +21,10 @@ from ._models.base import (
 )
 from ._models.euler import EulerResNet as EulerResNet
 from ._models.highway import HighwayNet as HighwayNet
+from ._models.momentum import MomentumResNet as MomentumResNet
 from ._models.neural_ode import NeuralODE as NeuralODE
 from ._models.plain import PlainNet as PlainNet
+from ._models.reversible import ReversibleResNet as ReversibleResNet
 from ._models.scaled import ScaledResidualNet as ScaledResidualNet
 from ._train.evaluate import evaluate as evaluate
 from ._train.train import train as train

@@ -1,10 +1,30 @@
 from collections.abc import Callable
 
 import equinox as eqx
+import jax
 from jaxtyping import Array, Float
 
 from ._custom_types import Args
 from ._models.base import AbstractDepthModel
+from ._validation import check_float_array
+
+
+def _check_readout(readout, state) -> None:
+    # Readout mismatches otherwise surface as an opaque `dot_general` shape error.
+    if isinstance(readout, eqx.nn.Linear) and readout.in_features != "scalar":
+        if tuple(state.shape) != (readout.in_features,):
+            raise ValueError(
+                f"`readout` is an eqx.nn.Linear with in_features={readout.in_features}, "
+                f"but the body's state has shape {tuple(state.shape)}: make them match."
+            )
+
+
+def _check_logits(logits) -> None:
+    if not hasattr(logits, "shape") or len(logits.shape) != 1 or logits.shape[0] == 0:
+        raise ValueError(
+            "`readout` must map one state to logits of shape (num_classes,), got "
+            f"{getattr(logits, 'shape', type(logits).__name__)}."
+        )
 
 
 class Classifier(eqx.Module):
@@ -36,6 +56,14 @@ class Classifier(eqx.Module):
             )
         if not callable(readout):
             raise TypeError(f"`readout` must be callable, got {type(readout).__name__}.")
+        # Linear encoders fix the state shape: check encoder/body/readout agree now
+        # rather than at the first call.
+        if isinstance(encoder, eqx.nn.Linear) and encoder.in_features != "scalar":
+            x = jax.ShapeDtypeStruct((encoder.in_features,), encoder.weight.dtype)
+            state = eqx.filter_eval_shape(encoder, x)
+            body.check_state(state, "encoder(x)")
+            _check_readout(readout, state)
+            _check_logits(eqx.filter_eval_shape(readout, state))
         self.encoder = encoder
         self.body = body
         self.readout = readout
@@ -56,4 +84,17 @@ class Classifier(eqx.Module):
 
         Logits of shape `(num_classes,)`.
         """
-        return self.readout(self.body(self.encoder(x), args))
+        check_float_array("x", x)
+        enc = self.encoder
+        if isinstance(enc, eqx.nn.Linear) and enc.in_features != "scalar":
+            if tuple(x.shape) != (enc.in_features,):
+                raise ValueError(
+                    f"`x` has shape {tuple(x.shape)}, but the encoder expects one feature "
+                    f"vector of shape ({enc.in_features},) (no batch axis: use `jax.vmap`)."
+                )
+        state = self.encoder(x)
+        self.body.check_state(state, "encoder(x)")
+        _check_readout(self.readout, state)
+        logits = self.readout(self.body(state, args))
+        _check_logits(logits)
+        return logits

@@ -62,8 +62,19 @@ def check_positive_float(name: str, value) -> float:
 
 
 def check_nonnegative_float(name: str, value) -> float:
+    """`value` must be a real, finite number >= 0 (Python, NumPy or 0-d JAX scalar)."""
+    if isinstance(value, (np.ndarray, jax.Array)) and value.shape == () and not isinstance(
+        value, jax.core.Tracer
+    ):
+        if jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(
+            value.dtype, jnp.integer
+        ):
+            value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number >= 0, got {_show(value)}.")
+        raise TypeError(
+            f"`{name}` must be a real number >= 0, got {_show(value)} of type "
+            f"{type(value).__name__}."
+        )
     out = float(value)
     if not math.isfinite(out) or out < 0:
         raise ValueError(f"`{name}` must be a finite real number >= 0, got {out}.")
@@ -105,4 +116,84 @@ def check_state_shape(name: str, value, expected: Sequence[int | None], what: st
         raise ValueError(
             f"`{name}` has shape {shape}, but {what} expects a single state of shape "
             f"{pattern} (no batch axis: use `jax.vmap` over a batch)."
+        )
+
+
+def check_real(name: str, value) -> float:
+    """`value` must be a finite real number (any sign)."""
+    if isinstance(value, (np.ndarray, jax.Array)) and value.shape == () and not isinstance(
+        value, jax.core.Tracer
+    ):
+        if not jnp.issubdtype(value.dtype, jnp.complexfloating):
+            value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"`{name}` must be a finite real number, got {_show(value)} of type "
+            f"{type(value).__name__}."
+        )
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"`{name}` must be a finite real number, got {out}.")
+    return out
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"`{name}` must be True or False, got {_show(value)} of type "
+            f"{type(value).__name__}."
+        )
+    return bool(value)
+
+
+def check_callable(name: str, value):
+    if not callable(value):
+        raise TypeError(
+            f"`{name}` must be callable (e.g. `jax.nn.tanh`), got {_show(value)} of type "
+            f"{type(value).__name__}."
+        )
+    return value
+
+
+def check_key(name: str, key):
+    """`key` must be a JAX PRNG key: a typed key (`jax.random.key(0)`, shape `()`) or a
+    raw `uint32` key (`jax.random.PRNGKey(0)`, shape `(2,)`)."""
+    hint = "Pass e.g. `key=jax.random.PRNGKey(0)` or `key=jax.random.key(0)`."
+    dtype = getattr(key, "dtype", None)
+    shape = getattr(key, "shape", None)
+    if dtype is None or shape is None or isinstance(key, (bool, int, float)):
+        raise TypeError(
+            f"`{name}` must be a JAX PRNG key, got {_show(key)} of type "
+            f"{type(key).__name__}. {hint}"
+        )
+    if jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        if tuple(shape) != ():
+            raise ValueError(
+                f"`{name}` must be a single PRNG key (shape ()), got a key array of shape "
+                f"{tuple(shape)}. Split it and pass one key."
+            )
+        return key
+    if dtype != jnp.uint32 or tuple(shape) != (2,):
+        raise TypeError(
+            f"`{name}` must be a JAX PRNG key, got an array of dtype {dtype} and shape "
+            f"{tuple(shape)} (a raw key is uint32 of shape (2,)). {hint}"
+        )
+    return key
+
+
+def check_finite_array(name: str, value) -> None:
+    """Raise `ValueError` if a concrete array holds NaN or inf (tracers are skipped: use
+    `eqx.error_if` for data-dependent checks under `jit`)."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    arr = np.asarray(value)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.complexfloating)):
+        return
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"`{name}` contains {int(bad.sum())} non-finite entr"
+            f"{'y' if bad.sum() == 1 else 'ies'} (NaN or inf) out of {arr.size}, the first "
+            f"at index {first} (value {arr[first]}). Clean or impute the data first."
         )

@@ -12,7 +12,7 @@ from ._models.highway import HighwayNet
 from ._models.neural_ode import NeuralODE
 from ._models.plain import PlainNet
 from ._models.scaled import ScaledResidualNet
-from ._validation import check_positive_float, check_positive_int
+from ._validation import check_key, check_positive_float, check_positive_int
 
 
 MODEL_NAMES = ("euler", "ode", "plain", "highway", "scaled")
@@ -45,13 +45,17 @@ def make_classifier(
     - `depth`: number of steps/layers; `horizon`: the ODE horizon `T`.
     - `key`: a `jax.random.PRNGKey`.
     """
+    if not isinstance(model, str):
+        raise TypeError(f"`model` must be a str, one of {MODEL_NAMES}, got {model!r}.")
     if model not in MODEL_NAMES:
         raise ValueError(f"`model` must be one of {MODEL_NAMES}, got {model!r}.")
     num_features = check_positive_int("num_features", num_features)
     num_classes = check_positive_int("num_classes", num_classes)
     depth = check_positive_int("depth", depth)
     horizon = check_positive_float("horizon", horizon)
-    k_enc, k_body, k_out = jr.split(key, 3)
+    dim = check_positive_int("dim", dim)
+    width = check_positive_int("width", width)
+    k_enc, k_body, k_out = jr.split(check_key("key", key), 3)
 
     def field(k):
         return MLPField(dim, width, 1, activation=jax.nn.tanh, key=k)

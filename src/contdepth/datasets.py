@@ -10,12 +10,24 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._validation import check_nonnegative_float, check_positive_int
+from ._validation import (
+    check_key,
+    check_nonnegative_float,
+    check_positive_float,
+    check_positive_int,
+)
 
 
 Split = tuple[Float[Array, "n features"], Int[Array, " n"]]
 
 __all__ = ["digits", "two_moons", "spirals"]
+
+
+def _check_fraction(test_fraction) -> float:
+    test_fraction = check_positive_float("test_fraction", test_fraction)
+    if not test_fraction < 1:
+        raise ValueError(f"`test_fraction` must lie in (0, 1), got {test_fraction}.")
+    return test_fraction
 
 
 def _to_jax(x: np.ndarray, y: np.ndarray) -> Split:
@@ -34,8 +46,9 @@ def digits(test_fraction: float = 0.25, seed: int = 0) -> tuple[Split, Split]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"`test_fraction` must lie in (0, 1), got {test_fraction}.")
+    test_fraction = _check_fraction(test_fraction)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise TypeError(f"`seed` must be an int >= 0, got {seed!r}.")
     data = load_digits()
     x_tr, x_te, y_tr, y_te = train_test_split(
         data.data.astype(np.float64),
@@ -54,6 +67,11 @@ def _split(x, y, key, test_fraction):
     n = x.shape[0]
     perm = jr.permutation(key, n)
     n_test = max(1, int(round(n * test_fraction)))
+    if n_test >= n:
+        raise ValueError(
+            f"`test_fraction={test_fraction}` leaves no training sample out of n={n}: "
+            "lower `test_fraction` or raise `n`."
+        )
     te, tr = perm[:n_test], perm[n_test:]
     return (x[tr], y[tr]), (x[te], y[te])
 
@@ -69,7 +87,8 @@ def two_moons(
     noise = check_nonnegative_float("noise", noise)
     if n < 4:
         raise ValueError(f"`n` must be >= 4 for a train/test split, got {n}.")
-    k_angle, k_noise, k_split = jr.split(key, 3)
+    test_fraction = _check_fraction(test_fraction)
+    k_angle, k_noise, k_split = jr.split(check_key("key", key), 3)
     labels = jnp.arange(n) % 2
     angle = jr.uniform(k_angle, (n,), minval=0.0, maxval=jnp.pi)
     upper = jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=1)
@@ -96,7 +115,9 @@ def spirals(
     noise = check_nonnegative_float("noise", noise)
     if n < 4:
         raise ValueError(f"`n` must be >= 4 for a train/test split, got {n}.")
-    k_r, k_noise, k_split = jr.split(key, 3)
+    test_fraction = _check_fraction(test_fraction)
+    num_turns = check_positive_float("num_turns", num_turns)
+    k_r, k_noise, k_split = jr.split(check_key("key", key), 3)
     labels = jnp.arange(n) % 2
     r = jr.uniform(k_r, (n,), minval=0.05, maxval=1.0)
     theta = 2 * jnp.pi * num_turns * r + jnp.pi * labels

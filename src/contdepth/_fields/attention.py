@@ -3,7 +3,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import Args, RealScalarLike
-from .._validation import check_float_array, check_positive_int
+from .._validation import check_float_array, check_key, check_positive_int
 from .base import AbstractVectorField
 
 
@@ -37,7 +37,7 @@ class AttentionField(AbstractVectorField):
             query_size=dim,
             qk_size=dim // num_heads,
             vo_size=dim // num_heads,
-            key=key,
+            key=check_key("key", key),
         )
 
     def __call__(

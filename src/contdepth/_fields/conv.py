@@ -7,7 +7,13 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import Args, RealScalarLike
-from .._validation import check_float_array, check_positive_int
+from .._validation import (
+    check_callable,
+    check_float_array,
+    check_key,
+    check_nonnegative_float,
+    check_positive_int,
+)
 from ._activation import activation_lipschitz
 from .base import AbstractVectorField
 
@@ -61,7 +67,12 @@ class ConvField(AbstractVectorField):
                 f"`kernel_size` must be odd so 'SAME' padding keeps the state's shape, "
                 f"got {kernel_size}."
             )
-        k1, k2 = jr.split(key)
+        check_callable("activation", activation)
+        if activation_lipschitz is not None:
+            activation_lipschitz = check_nonnegative_float(
+                "activation_lipschitz", activation_lipschitz
+            )
+        k1, k2 = jr.split(check_key("key", key))
         self.conv1 = eqx.nn.Conv2d(channels, width, kernel_size, padding="SAME", key=k1)
         self.conv2 = eqx.nn.Conv2d(width, channels, kernel_size, padding="SAME", key=k2)
         self.activation = activation

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .._custom_types import Args, RealScalarLike, Vector
-from .._validation import check_float_array, check_state_shape
+from .._validation import check_finite_array, check_float_array, check_state_shape
 from .base import AbstractVectorField
 
 
@@ -25,6 +25,7 @@ class LinearField(AbstractVectorField):
             raise ValueError(
                 f"`matrix` must be square and non-empty, got shape {tuple(matrix.shape)}."
             )
+        check_finite_array("matrix", matrix)
         self.matrix = jnp.asarray(matrix)
 
     @property
@@ -32,7 +33,8 @@ class LinearField(AbstractVectorField):
         return self.matrix.shape[0]
 
     def __call__(self, t: RealScalarLike, y: Vector, args: Args = None) -> Vector:
-        return self.matrix @ y
+        # Same dtype out as in (a float64 `A` must not promote a float32 state).
+        return (self.matrix @ y).astype(y.dtype)
 
     def check_state(self, y, name: str = "y") -> None:
         check_float_array(name, y)

@@ -6,7 +6,15 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import Args, RealScalarLike, Vector
-from .._validation import check_float_array, check_positive_int, check_state_shape
+from .._validation import (
+    check_bool,
+    check_callable,
+    check_float_array,
+    check_key,
+    check_nonnegative_float,
+    check_positive_int,
+    check_state_shape,
+)
 from ._activation import activation_lipschitz
 from .base import AbstractVectorField
 
@@ -50,8 +58,13 @@ class MLPField(AbstractVectorField):
         self.dim = check_positive_int("dim", dim)
         width = check_positive_int("width", width)
         depth = check_positive_int("depth", depth)
-        if not isinstance(time_dependent, bool):
-            raise TypeError(f"`time_dependent` must be a bool, got {time_dependent!r}.")
+        time_dependent = check_bool("time_dependent", time_dependent)
+        check_callable("activation", activation)
+        if activation_lipschitz is not None:
+            activation_lipschitz = check_nonnegative_float(
+                "activation_lipschitz", activation_lipschitz
+            )
+        check_key("key", key)
         self.time_dependent = time_dependent
         self.activation_lipschitz = activation_lipschitz
         self.mlp = eqx.nn.MLP(

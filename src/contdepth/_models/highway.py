@@ -5,7 +5,13 @@ import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._custom_types import Args, Vector
-from .._validation import check_float_array, check_positive_int, check_state_shape
+from .._validation import (
+    check_float_array,
+    check_key,
+    check_positive_int,
+    check_real,
+    check_state_shape,
+)
 from .base import AbstractDiscreteDepthModel
 from .plain import _uniform_init
 
@@ -39,7 +45,8 @@ class HighwayNet(AbstractDiscreteDepthModel):
         """
         self.dim = check_positive_int("dim", dim)
         num_layers = check_positive_int("num_layers", num_layers)
-        k1, k2, k3 = jr.split(key, 3)
+        gate_bias = check_real("gate_bias", gate_bias)
+        k1, k2, k3 = jr.split(check_key("key", key), 3)
         self.transform_weights = _uniform_init(k1, (num_layers, dim, dim), dim)
         self.transform_biases = _uniform_init(k2, (num_layers, dim), dim)
         self.gate_weights = _uniform_init(k3, (num_layers, dim, dim), dim)

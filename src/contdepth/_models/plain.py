@@ -7,7 +7,13 @@ import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._custom_types import Args, Vector
-from .._validation import check_float_array, check_positive_int, check_state_shape
+from .._validation import (
+    check_callable,
+    check_float_array,
+    check_key,
+    check_positive_int,
+    check_state_shape,
+)
 from .base import AbstractDiscreteDepthModel
 
 
@@ -54,7 +60,8 @@ class PlainNet(AbstractDiscreteDepthModel):
         """
         self.dim = check_positive_int("dim", dim)
         num_layers = check_positive_int("num_layers", num_layers)
-        wkey, bkey = jr.split(key)
+        check_callable("activation", activation)
+        wkey, bkey = jr.split(check_key("key", key))
         self.weights = _uniform_init(wkey, (num_layers, dim, dim), dim)
         self.biases = _uniform_init(bkey, (num_layers, dim), dim)
         self.activation = activation

@@ -8,7 +8,7 @@ from jaxtyping import Array, Int
 from .._custom_types import Args, State
 from .._fields.base import AbstractVectorField
 from .._stacking import index_module, stack_modules
-from .._validation import check_nonnegative_float, check_positive_int
+from .._validation import check_nonnegative_float, check_positive_int, check_real
 from ._checks import check_field
 from .base import AbstractDiscreteDepthModel
 
@@ -74,11 +74,7 @@ class ScaledResidualNet(AbstractDiscreteDepthModel):
                 "`field_or_fields` must be a vector field or a sequence of vector fields, "
                 f"got {type(field_or_fields).__name__}."
             )
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-            raise TypeError(f"`beta` must be a real number, got {beta!r}.")
-        self.beta = float(beta)
-        if not jnp.isfinite(self.beta):
-            raise ValueError(f"`beta` must be finite, got {beta}.")
+        self.beta = check_real("beta", beta)
         self._num_layers = num_layers
         if isinstance(alpha, str):
             if alpha != "nonexpansive":

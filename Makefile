@@ -1,0 +1,30 @@
+# Two commands, each installs what it needs into ./.venv on first use:
+#   make sweep   -- the main job (train on digits, then sweep depth N with T fixed)
+#   make test    -- the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: sweep train test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test,notebooks]"
+	touch $(STAMP)
+
+sweep: $(STAMP)
+	$(BIN)/contdepth sweep --out contdepth-out
+
+train: $(STAMP)
+	$(BIN)/contdepth train --model euler ode plain
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) contdepth-out .pytest_cache
