@@ -26,6 +26,19 @@ from ._models.neural_ode import NeuralODE as NeuralODE
 from ._models.plain import PlainNet as PlainNet
 from ._models.reversible import ReversibleResNet as ReversibleResNet
 from ._models.scaled import ScaledResidualNet as ScaledResidualNet
+from ._jacobian.dense import jacobian as jacobian, singular_values as singular_values
+from ._jacobian.extreme import (
+    extreme_singular_values as extreme_singular_values,
+    ExtremeSingularValues as ExtremeSingularValues,
+)
+from ._jacobian.lanczos import (
+    GolubKahanLanczos as GolubKahanLanczos,
+    GolubKahanState as GolubKahanState,
+)
+from ._jacobian.operator import jacobian_operator as jacobian_operator
+from ._jacobian.step import step_jacobians as step_jacobians
+from ._sweep.result import DepthSweep as DepthSweep
+from ._sweep.sweep import depth_sweep as depth_sweep
 from ._train.evaluate import evaluate as evaluate
 from ._train.train import train as train
 from ._zoo import (

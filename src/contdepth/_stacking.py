@@ -14,6 +14,9 @@ def stack_modules(modules, name: str):
     dyn0, static0 = eqx.partition(modules[0], eqx.is_array)
     dyns = []
     for i, m in enumerate(modules):
+        if m is modules[0]:  # repeated template: nothing to check (fast for large N)
+            dyns.append(dyn0)
+            continue
         dyn, static = eqx.partition(m, eqx.is_array)
         if static != static0 or jax.tree.map(jnp.shape, dyn) != jax.tree.map(
             jnp.shape, dyn0

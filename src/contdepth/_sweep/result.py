@@ -1,0 +1,256 @@
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+#: Column names and how they are shown; every family has a subset of them.
+COLUMN_LABELS = {
+    "sigma_max": "σ_max",
+    "sigma_min": "σ_min",
+    "cond": "cond",
+    "jac_rel_err": "‖J_N−J_ode‖/‖J_ode‖",
+    "out_rel_err": "‖y_N−y_ode‖/‖y_ode‖",
+    "upper_bound": "(1+hL)^N",
+    "lower_bound": "(1−hL)^N",
+    "accuracy": "test acc",
+}
+
+#: Families and how they are shown.
+FAMILY_LABELS = {
+    "euler": "Euler ResNet, h = T/N",
+    "unscaled": "unscaled ResNet, h = 1",
+    "plain": "plain tanh stack",
+    "branch_1/N": "random branches × 1/N",
+    "branch_1/sqrt(N)": "random branches × 1/√N",
+}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    v = float(v)
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:.4g}"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _jsonable(v):
+    if isinstance(v, np.ndarray):
+        return [_jsonable(x) for x in v.tolist()]
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        return v if math.isfinite(v) else str(v)  # JSON has no inf/nan
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+@dataclasses.dataclass(frozen=True)
+class DepthSweep:
+    """The result of [`contdepth.depth_sweep`][]: per depth `N`, spectra of the
+    end-to-end Jacobian `J_N = d y_N / d y_0` for the Euler ResNet of the field and for
+    each baseline family, plus the Neural-ODE reference.
+
+    Values over a batch of states are reduced to the worst case: the largest `σ_max`,
+    condition number and errors, the smallest `σ_min`.
+
+    **Attributes:**
+
+    - `steps`: the depths `N`, increasing.
+    - `horizon`: `T`; the Euler family uses `h = T/N`.
+    - `dim`: the state size `d`.
+    - `num_states`: how many states were swept.
+    - `lipschitz`: the field's Lipschitz bound `L` (weight spectral norms).
+    - `families`: `{family: {column: values per N}}`; families `"euler"`,
+        `"unscaled"`, `"plain"`, `"branch_1/N"`, `"branch_1/sqrt(N)"` (those that were
+        computed), columns from `sigma_max`, `sigma_min`, `cond`, `jac_rel_err`,
+        `out_rel_err`, `upper_bound`, `lower_bound`, `accuracy`.
+    - `reference`: the Neural-ODE flow Jacobian: `sigma_max`, `sigma_min`, `cond`,
+        `num_steps` (solver steps), and extra scalars such as `accuracy`.
+    - `meta`: settings (dtype, method, tolerances, seeds) for the record.
+    """
+
+    steps: tuple[int, ...]
+    horizon: float
+    dim: int
+    num_states: int
+    lipschitz: float
+    families: Mapping[str, Mapping[str, np.ndarray]]
+    reference: Mapping[str, float]
+    meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def column(self, family: str, name: str) -> np.ndarray:
+        """Values of column `name` of `family`, one per `N` in `steps`."""
+        if family not in self.families:
+            raise KeyError(
+                f"`family` must be one of {sorted(self.families)}, got {family!r}."
+            )
+        cols = self.families[family]
+        if name not in cols:
+            raise KeyError(
+                f"family {family!r} has columns {sorted(cols)}, got name={name!r}."
+            )
+        return cols[name]
+
+    def with_column(self, family: str, name: str, values) -> "DepthSweep":
+        """A copy with one more column (e.g. test accuracy per `N`)."""
+        values = np.asarray(values)
+        if values.shape != (len(self.steps),):
+            raise ValueError(
+                f"`values` must have one entry per N, shape ({len(self.steps)},), got "
+                f"{values.shape}."
+            )
+        families = {f: dict(c) for f, c in self.families.items()}
+        families.setdefault(family, {})[name] = values
+        return dataclasses.replace(self, families=families)
+
+    def with_reference(self, **values: float) -> "DepthSweep":
+        """A copy with extra scalars for the Neural-ODE reference."""
+        return dataclasses.replace(self, reference={**self.reference, **values})
+
+    def to_markdown(self) -> str:
+        """Two Markdown tables: the Euler ResNet against its Neural ODE, and the
+        baseline families; the ODE reference on a line above them."""
+        ref = self.reference
+        ref_items = ", ".join(f"{k} = {_fmt(v)}" for k, v in ref.items())
+        parts = [
+            f"Neural ODE reference (T = {_fmt(self.horizon)}, d = {self.dim}, "
+            f"L = {_fmt(self.lipschitz)}, exp(LT) = {_fmt(math.exp(min(self.lipschitz * self.horizon, 700.0)))}"
+            f"): {ref_items}",
+            "",
+        ]
+        euler = self.families.get("euler", {})
+        order = [c for c in COLUMN_LABELS if c in euler]
+        headers = ["N", "h"] + [COLUMN_LABELS[c] for c in order]
+        rows = [
+            [n, self.horizon / n] + [euler[c][i] for c in order]
+            for i, n in enumerate(self.steps)
+        ]
+        parts.append(_table(headers, rows))
+        others = [f for f in self.families if f != "euler"]
+        if others:
+            headers = ["N"]
+            cols = []
+            for f in others:
+                for c in ("sigma_max", "sigma_min"):
+                    if c in self.families[f]:
+                        headers.append(f"{f} {COLUMN_LABELS[c]}")
+                        cols.append(self.families[f][c])
+            rows = [[n] + [col[i] for col in cols] for i, n in enumerate(self.steps)]
+            parts += ["", _table(headers, rows)]
+        return "\n".join(parts)
+
+    def to_dict(self) -> dict:
+        """Everything as plain Python types (inf/nan as strings)."""
+        return _jsonable(
+            {
+                "steps": list(self.steps),
+                "horizon": self.horizon,
+                "dim": self.dim,
+                "num_states": self.num_states,
+                "lipschitz": self.lipschitz,
+                "families": self.families,
+                "reference": self.reference,
+                "meta": self.meta,
+            }
+        )
+
+    def to_json(self, path=None) -> str:
+        """The result as JSON text; also written to `path` when given."""
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+        return text
+
+    def plot(self, path=None, *, ax=None):
+        """Singular values against `N` on log-log axes: one colour per family
+        (`σ_max` solid, `σ_min` dashed), the Neural ODE's `[σ_min, σ_max]` as a
+        horizontal band, the Grönwall bound `exp(LT)` dotted; and a second panel with
+        `‖J_N − J_ode‖ / ‖J_ode‖` and the slope −1 guide.
+
+        **Arguments:**
+
+        - `path`: where to save the figure (PNG, SVG, PDF by extension); `None` to
+            only return it.
+        - `ax`: a pair of matplotlib axes to draw on instead of a new figure.
+
+        **Returns:**
+
+        The matplotlib `Figure`.
+        """
+        import matplotlib
+
+        if ax is None and path is not None:
+            matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
+        else:
+            fig = ax[0].figure
+        ns = np.asarray(self.steps)
+        ref = self.reference
+        ax0, ax1 = ax
+        ax0.axhspan(ref["sigma_min"], ref["sigma_max"], color="0.85",
+                    label="Neural ODE [σ_min, σ_max]")
+        bound = math.exp(self.lipschitz * self.horizon)
+        if math.isfinite(bound):
+            ax0.axhline(bound, color="0.4", ls=":", lw=1, label="Grönwall exp(LT)")
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        floor = 1e-16  # draw vanishing singular values at the floor, marked "v"
+        for i, (fam, cols) in enumerate(self.families.items()):
+            if "sigma_max" not in cols:
+                continue
+            c = colours[i % len(colours)]
+            label = FAMILY_LABELS.get(fam, fam)
+            for name, style in (("sigma_max", "-o"), ("sigma_min", "--s")):
+                v = np.asarray(cols[name], dtype=float)
+                ax0.plot(ns, np.clip(v, floor, None), style, color=c, ms=3,
+                         label=label if name == "sigma_max" else None)
+                low = v < floor
+                if low.any():
+                    ax0.plot(ns[low], np.full(low.sum(), floor), "v", color=c, ms=7)
+        ax0.plot([], [], "k-", label="σ_max")
+        ax0.plot([], [], "k--", label="σ_min (▼ below 1e-16)")
+        ax0.set_xscale("log", base=2)
+        ax0.set_yscale("log")
+        ax0.set_ylim(bottom=floor / 4)
+        ax0.set_xlabel("depth N")
+        ax0.set_ylabel("singular value of dy_N/dy_0")
+        ax0.set_title(f"Spectrum vs depth (T = {self.horizon:g} for the Euler family)")
+        ax0.legend(fontsize=7, loc="lower left")
+        euler = self.families.get("euler", {})
+        if "jac_rel_err" in euler:
+            err = np.asarray(euler["jac_rel_err"], dtype=float)
+            ax1.loglog(ns, err, "-o", ms=3, base=2, label="‖J_N − J_ode‖ / ‖J_ode‖")
+            if "out_rel_err" in euler:
+                ax1.loglog(ns, euler["out_rel_err"], "-s", ms=3, base=2,
+                           label="‖y_N − y_ode‖ / ‖y_ode‖")
+            ok = err > 0
+            if ok.any():
+                n0, e0 = ns[ok][0], err[ok][0]
+                ax1.loglog(ns, e0 * n0 / ns, "k:", lw=1, base=2, label="slope −1")
+            ax1.set_xlabel("depth N")
+            ax1.set_title("Euler ResNet → Neural ODE")
+            ax1.legend(fontsize=8)
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=120)
+        return fig

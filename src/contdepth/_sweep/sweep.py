@@ -1,0 +1,320 @@
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import PRNGKeyArray
+from tqdm.auto import tqdm
+
+from .._custom_types import Args, State
+from .._fields.base import AbstractVectorField
+from .._jacobian._common import check_choice, with_autodiff_mode
+from .._jacobian.dense import jacobian
+from .._jacobian.extreme import extreme_singular_values
+from .._models.euler import EulerResNet
+from .._models.neural_ode import NeuralODE
+from .._validation import check_bool, check_float_array, check_key, check_positive_float
+from .baselines import random_stack
+from .result import DepthSweep
+
+
+DEFAULT_STEPS = tuple(2**i for i in range(11))  # 1, 2, 4, ..., 1024
+#: Above this state size the sweep goes matrix-free (`method="auto"`).
+DENSE_LIMIT = 1024
+
+
+def check_steps(steps) -> tuple[int, ...]:
+    """`steps` must be a non-empty sequence of distinct positive integers; returned
+    sorted."""
+    if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence | np.ndarray):
+        raise TypeError(
+            "`steps` must be a sequence of positive integers such as (1, 2, 4, 8), got "
+            f"{steps!r}."
+        )
+    out = []
+    for s in list(steps):
+        if isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 1:
+            raise ValueError(
+                f"`steps` must hold positive integers (depths N >= 1), got {s!r} in "
+                f"steps={list(steps)!r}."
+            )
+        out.append(int(s))
+    if not out:
+        raise ValueError("`steps` must hold at least one depth N, got an empty sequence.")
+    if len(set(out)) != len(out):
+        raise ValueError(f"`steps` must not repeat a depth, got {out}.")
+    return tuple(sorted(out))
+
+
+class _Difference(eqx.Module):
+    # `y -> a(y) - b(y)`: its Jacobian is `J_a - J_b`, so the matrix-free spectral norm
+    # of a difference of Jacobians is one more Lanczos run.
+    a: eqx.Module
+    b: eqx.Module
+
+    def __call__(self, y, args=None):
+        return self.a(y, args) - self.b(y, args)
+
+
+def _masked_spectrum(jac):
+    finite = jnp.all(jnp.isfinite(jac))
+    s = jnp.linalg.svd(jnp.where(finite, jac, 0.0), compute_uv=False)
+    smax = jnp.where(finite, s[0], jnp.inf)
+    smin = jnp.where(finite, s[-1], jnp.nan)
+    return smax, smin
+
+
+@eqx.filter_jit
+def _dense_point(model, ys, ref_jac, ref_out, args):
+    """Per state: sigma_max, sigma_min, ||J - J_ref||_2 / ||J_ref||_2, output error."""
+
+    def one(y, jr_, yr):
+        jac = jacobian(model, y, args=args)
+        out = model(y, args)
+        smax, smin = _masked_spectrum(jac)
+        if jr_ is None:
+            return smax, smin, jnp.nan, jnp.nan, jac
+        dist = jnp.linalg.norm(jac - jr_, ord=2) / jnp.linalg.norm(jr_, ord=2)
+        err = jnp.linalg.norm(out - yr) / jnp.linalg.norm(yr)
+        return smax, smin, dist, err, jac
+
+    return jax.vmap(one)(ys, ref_jac, ref_out)
+
+
+def _matrix_free_point(model, ys, ref, ref_out, ref_norm, args, key):
+    @eqx.filter_jit
+    def run(model, ys, ref, ref_out, ref_norm, key):
+        def one(y, yr, ref_norm, k):
+            k1, k2 = jr.split(k)
+            ext = extreme_singular_values(model, y, 1, key=k1, args=args)
+            smax, smin = ext.largest[0], ext.smallest[0]
+            if ref is None:
+                return smax, smin, jnp.nan, jnp.nan, None
+            diff = extreme_singular_values(
+                _Difference(model, ref), y, 1, key=k2, which="largest", args=args
+            ).largest[0] / ref_norm
+            err = jnp.linalg.norm(model(y, args) - yr) / jnp.linalg.norm(yr)
+            return smax, smin, diff, err, None
+
+        return jax.vmap(one)(ys, ref_out, ref_norm, jr.split(key, ys.shape[0]))
+
+    return run(model, ys, ref, ref_out, ref_norm, key)
+
+
+def depth_sweep(
+    field_or_model: AbstractVectorField | EulerResNet | NeuralODE,
+    y: State,
+    *,
+    horizon: float | None = None,
+    steps: Sequence[int] = DEFAULT_STEPS,
+    baselines: bool = True,
+    batched: bool = False,
+    method: Literal["auto", "dense", "matrix_free"] = "auto",
+    ode: NeuralODE | None = None,
+    key: PRNGKeyArray | None = None,
+    args: Args = None,
+    progress: bool = True,
+) -> DepthSweep:
+    """Sweep the depth `N` of the Euler ResNet of one vector field with the horizon
+    `T` fixed, and record the spectrum of the end-to-end Jacobian `J_N = dy_N/dy_0`
+    against the flow Jacobian of the Neural ODE and against baselines.
+
+    For the field `F` with Lipschitz bound `L` (from its weight norms), Grönwall gives
+    `σ_max(J_N) <= (1 + hL)^N <= exp(LT)` and `σ_min(J_N) >= (1 - hL)^N` when `hL < 1`:
+    the spectrum stays bounded for every `N`, and `J_N -> J_ode` at rate `O(1/N)`.
+    The baselines show what happens otherwise:
+
+    - `"unscaled"`: the same field with `h = 1` (`EulerResNet(F, N, horizon=N)`, the
+        classic `y + F(y)` stack): the horizon grows with `N` and so can `σ_max` or
+        `1/σ_min`, geometrically.
+    - `"plain"`: a random tanh `PlainNet` of depth `N` (no skip): `σ_min -> 0`.
+    - `"branch_1/N"`, `"branch_1/sqrt(N)"`: depth-varying i.i.d. random branches `f_k`
+        scaled by `1/N` (ODE scaling: the random branches average out, `J -> I`) and by
+        `1/√N` (the SDE scaling of Marion et al. 2022 / Cohen et al. 2021: a non-trivial
+        random limit, still bounded).
+
+    **Arguments:**
+
+    - `field_or_model`: a vector field, or an [`contdepth.EulerResNet`][] /
+        [`contdepth.NeuralODE`][] whose field (and horizon) is used.
+    - `y`: one state, or a batch `(B, *state)` with `batched=True`; batch results are
+        reduced to the worst case (largest `σ_max`, errors, cond; smallest `σ_min`).
+    - `horizon`: `T > 0`; default the model's horizon, required for a bare field.
+    - `steps`: the depths `N` (default `1, 2, 4, …, 1024`).
+    - `baselines`: also compute the baseline families (the plain and random-branch
+        families need vector states `(d,)`).
+    - `batched`: whether `y` carries a leading batch axis.
+    - `method`: `"dense"` (`jax.jacfwd` + SVD), `"matrix_free"` (Golub–Kahan–Lanczos
+        on jvp/vjp, see [`contdepth.extreme_singular_values`][]) or `"auto"` (dense up
+        to `d = 1024`).
+    - `ode`: the reference Neural ODE; default `NeuralODE(F, T)` with tolerances tight
+        for the dtype (`rtol = 1e-10, atol = 1e-12` in float64, `1e-6, 1e-8` in
+        float32), Tsit5.
+    - `key`: PRNG key for the random baselines and Lanczos start vectors; default
+        `jax.random.PRNGKey(0)`.
+    - `args`: forwarded to the field.
+    - `progress`: show a progress bar.
+
+    **Returns:**
+
+    A [`contdepth.DepthSweep`][] with `.to_markdown()`, `.to_json()` and `.plot()`.
+    """
+    if isinstance(field_or_model, EulerResNet | NeuralODE):
+        field = field_or_model.field
+        if horizon is None:
+            horizon = field_or_model.horizon
+        if ode is None and isinstance(field_or_model, NeuralODE):
+            ode = field_or_model
+    elif isinstance(field_or_model, AbstractVectorField):
+        field = field_or_model
+        if horizon is None:
+            raise ValueError(
+                "`horizon` is required when `field_or_model` is a bare vector field, got "
+                "horizon=None. Pass e.g. horizon=1.0."
+            )
+    else:
+        raise TypeError(
+            "`field_or_model` must be a contdepth vector field, EulerResNet or NeuralODE, "
+            f"got {type(field_or_model).__name__}."
+        )
+    horizon = check_positive_float("horizon", horizon)
+    steps = check_steps(steps)
+    baselines = check_bool("baselines", baselines)
+    batched = check_bool("batched", batched)
+    check_choice("method", method, ("auto", "dense", "matrix_free"))
+    key = jr.PRNGKey(0) if key is None else check_key("key", key)
+    check_float_array("y", y)
+    ys = y if batched else y[None]
+    if batched and (y.ndim < 1 or y.shape[0] == 0):
+        raise ValueError(
+            f"`y` must be a non-empty batch (B, *state) when batched=True, got shape "
+            f"{tuple(y.shape)}."
+        )
+    for i in range(min(ys.shape[0], 1)):
+        field.check_state(ys[i], "y[0]" if batched else "y")
+    dtype = ys.dtype
+    d = int(np.prod(ys.shape[1:]))
+    if method == "auto":
+        method = "dense" if d <= DENSE_LIMIT else "matrix_free"
+    if ode is None:
+        tight = jnp.finfo(dtype).bits >= 64
+        ode = NeuralODE(
+            field,
+            horizon,
+            rtol=1e-10 if tight else 1e-6,
+            atol=1e-12 if tight else 1e-8,
+            max_steps=100_000,
+        )
+    lipschitz = float(field.lipschitz_bound())
+
+    ref_norm = None
+
+    def measure(model, ref, ref_out, k):
+        if method == "dense":
+            smax, smin, dist, err, jac = _dense_point(model, ys, ref, ref_out, args)
+        else:
+            smax, smin, dist, err, jac = _matrix_free_point(
+                model, ys, ref, ref_out, ref_norm, args, k
+            )
+        return np.asarray(smax), np.asarray(smin), np.asarray(dist), np.asarray(err), jac
+
+    k_ode, k_plain, k_branch, k_lanczos = jr.split(key, 4)
+    if method == "dense":
+        _, _, _, _, ref_jac = measure(ode, None, None, k_ode)
+        ref_sv = jax.vmap(lambda j: jnp.linalg.svd(j, compute_uv=False))(ref_jac)
+        ref_smax, ref_smin = np.asarray(ref_sv[:, 0]), np.asarray(ref_sv[:, -1])
+        ref = ref_jac
+    else:
+        ref_smax, ref_smin, _, _, _ = measure(ode, None, None, k_ode)
+        ref = with_autodiff_mode(ode, "both")
+        ref_norm = jnp.asarray(ref_smax)
+    ref_out = eqx.filter_jit(jax.vmap(lambda y_: ode(y_, args)))(ys)
+    ode_steps = eqx.filter_jit(jax.vmap(lambda y_: ode.solve(y_, args).stats["num_steps"]))(ys)
+    reference = {
+        "sigma_max": float(ref_smax.max()),
+        "sigma_min": float(ref_smin.min()),
+        "cond": float(np.max(ref_smax / ref_smin)),
+        "num_steps": int(np.max(np.asarray(ode_steps))),
+    }
+
+    vector_state = ys.ndim == 2
+    families: dict[str, dict[str, list]] = {"euler": {}}
+    if baselines:
+        families["unscaled"] = {}
+        if vector_state:
+            families["plain"] = {}
+            families["branch_1/N"] = {}
+            families["branch_1/sqrt(N)"] = {}
+
+    def record(fam, smax, smin, dist=None, err=None):
+        cols = families[fam]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cond = np.where(np.isfinite(smax), smax / smin, np.inf)
+        for name, v in (
+            ("sigma_max", np.max(smax)),
+            ("sigma_min", np.min(smin)),
+            ("cond", np.max(cond)),
+        ):
+            cols.setdefault(name, []).append(float(v))
+        if dist is not None:
+            cols.setdefault("jac_rel_err", []).append(float(np.max(dist)))
+            cols.setdefault("out_rel_err", []).append(float(np.max(err)))
+
+    total = len(steps) * (1 + (len(families) - 1))
+    bar = tqdm(total=total, desc="depth sweep", disable=not progress, leave=False)
+    for i, n in enumerate(steps):
+        kl = jr.fold_in(k_lanczos, i)
+        h = horizon / n
+        bar.set_postfix(N=n)
+        smax, smin, dist, err, _ = measure(EulerResNet(field, n, horizon), ref, ref_out, kl)
+        record("euler", smax, smin, dist, err)
+        cols = families["euler"]
+        cols.setdefault("upper_bound", []).append((1 + h * lipschitz) ** n)
+        cols.setdefault("lower_bound", []).append(
+            (1 - h * lipschitz) ** n if h * lipschitz < 1 else 0.0
+        )
+        bar.update()
+        if not baselines:
+            continue
+        smax, smin, *_ = measure(EulerResNet(field, n, float(n)), None, None, kl)
+        record("unscaled", smax, smin)
+        bar.update()
+        if vector_state:
+            traced = method == "dense"  # one compile for all N (forward mode only)
+            kn = jr.fold_in(k_plain, n)
+            smax, smin, *_ = measure(random_stack("plain", kn, n, traced=traced), None, None, kl)
+            record("plain", smax, smin)
+            bar.update()
+            kb = jr.fold_in(k_branch, n)
+            for fam, scale in (("branch_1/N", 1 / n), ("branch_1/sqrt(N)", 1 / math.sqrt(n))):
+                net = random_stack("branch", kb, n, scale, traced=traced)
+                smax, smin, *_ = measure(net, None, None, kl)
+                record(fam, smax, smin)
+                bar.update()
+    bar.close()
+
+    return DepthSweep(
+        steps=steps,
+        horizon=horizon,
+        dim=d,
+        num_states=int(ys.shape[0]),
+        lipschitz=lipschitz,
+        families={f: {c: np.asarray(v) for c, v in cols.items()} for f, cols in families.items()},
+        reference=reference,
+        meta={
+            "dtype": str(dtype),
+            "method": method,
+            "ode_solver": type(ode.solver).__name__,
+            "ode_rtol": ode.rtol,
+            "ode_atol": ode.atol,
+            "baselines_note": (
+                "plain and random-branch families need vector states"
+                if baselines and not vector_state
+                else ""
+            ),
+        },
+    )

@@ -1,0 +1,238 @@
+"""The depth sweep: bounded spectra as N grows with T fixed, and the contrasts
+(issue 3, items 4, 5, 8)."""
+
+import json
+
+import equinox as eqx
+import jax
+import jax.lax as lax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import contdepth as cd
+from contdepth._cli import main
+
+
+STEPS = tuple(2**i for i in range(11))  # 1 ... 1024
+
+
+@pytest.fixture(scope="module")
+def field_and_state():
+    key = jr.PRNGKey(42)
+    field = cd.MLPField(4, 16, 1, key=key)
+    y = jr.normal(jr.fold_in(key, 1), (4,))
+    return field, y
+
+
+@pytest.fixture(scope="module")
+def sweep(field_and_state):
+    field, y = field_and_state
+    return cd.depth_sweep(field, y, horizon=1.0, steps=STEPS, progress=False)
+
+
+def test_bounded_for_every_n_up_to_1024(field_and_state):
+    # Every N in 1..1024 in one compiled, vmapped computation (a traced trip count),
+    # checked against `cd.EulerResNet` at a few N.
+    field, y = field_and_state
+    horizon = 1.0
+    lip = float(field.lipschitz_bound())
+
+    def euler_jacobian(n):
+        h = horizon / n
+
+        def flow(y0):
+            return lax.fori_loop(0, n, lambda k, z: z + h * field(k * h, z), y0)
+
+        return jax.jacfwd(flow)(y)
+
+    ns = np.arange(1, 1025)
+    jacs = jax.jit(jax.vmap(euler_jacobian))(jnp.asarray(ns))
+    for n in (1, 7, 100, 1024):
+        ref = cd.jacobian(cd.EulerResNet(field, n, horizon), y)
+        np.testing.assert_allclose(jacs[n - 1], ref, rtol=0, atol=1e-12)
+    sv = np.linalg.svd(np.asarray(jacs), compute_uv=False)
+    h = horizon / ns
+    upper = (1 + h * lip) ** ns
+    assert np.all(sv[:, 0] <= upper * (1 + 1e-12))
+    assert np.all(upper <= np.exp(lip * horizon) * (1 + 1e-12))
+    small = h * lip < 1
+    assert small.sum() > 1000
+    lower = (1 - h[small] * lip) ** ns[small]
+    assert np.all(sv[small, -1] >= lower * (1 - 1e-12))
+    assert lower[-1] == pytest.approx(np.exp(-lip * horizon), rel=1e-3)
+
+
+def test_sweep_columns_and_first_order_convergence(sweep, field_and_state):
+    field, y = field_and_state
+    euler = sweep.families["euler"]
+    # Columns equal independent computations.
+    for i, n in enumerate(STEPS):
+        if n in (1, 64, 1024):
+            sv = cd.singular_values(cd.EulerResNet(field, n, 1.0), y)
+            assert euler["sigma_max"][i] == pytest.approx(float(sv[0]), rel=1e-12)
+            assert euler["sigma_min"][i] == pytest.approx(float(sv[-1]), rel=1e-12)
+    assert np.all(euler["sigma_max"] <= euler["upper_bound"] * (1 + 1e-12))
+    assert np.all(euler["upper_bound"] <= np.exp(sweep.lipschitz))
+    ok = euler["lower_bound"] > 0
+    assert np.all(euler["sigma_min"][ok] >= euler["lower_bound"][ok] * (1 - 1e-12))
+    ns = np.asarray(STEPS)
+    fit = ns >= 8
+    slope = np.polyfit(np.log(ns[fit]), np.log(euler["jac_rel_err"][fit]), 1)[0]
+    assert -1.1 <= slope <= -0.9, slope
+    slope = np.polyfit(np.log(ns[fit]), np.log(euler["out_rel_err"][fit]), 1)[0]
+    assert -1.1 <= slope <= -0.9, slope
+    # ... towards the ODE flow Jacobian's spectrum.
+    assert euler["sigma_max"][-1] == pytest.approx(sweep.reference["sigma_max"], rel=1e-2)
+    assert euler["sigma_min"][-1] == pytest.approx(sweep.reference["sigma_min"], rel=1e-2)
+
+
+def test_contrasts_unscaled_explodes_plain_vanishes(sweep):
+    unscaled = sweep.families["unscaled"]
+    amplification = np.maximum(unscaled["sigma_max"], 1 / unscaled["sigma_min"])
+    # Unbounded in N and far beyond the Euler family's bound exp(LT). (Along an escaping
+    # trajectory of a bounded tanh field J_F -> 0, so this growth is polynomial, not
+    # geometric; geometric growth is asserted at a fixed point below.)
+    assert np.all(np.diff(np.log(amplification))[2:] > 0)
+    assert amplification[-1] > 1e3 * np.exp(sweep.lipschitz)
+    euler = sweep.families["euler"]
+    assert np.max(euler["cond"]) < np.exp(2 * sweep.lipschitz)
+    plain = sweep.families["plain"]
+    assert plain["sigma_min"][-1] < 1e-30
+    assert np.all(np.diff(np.log(np.maximum(plain["sigma_max"], 1e-300))[4:]) < 0)
+    # Random depth-varying branches: 1/N averages them out (J -> I), 1/sqrt(N) does not.
+    one_over_n = sweep.families["branch_1/N"]
+    one_over_sqrt = sweep.families["branch_1/sqrt(N)"]
+    assert abs(one_over_n["sigma_max"][-1] - 1) < 0.1
+    assert abs(one_over_n["sigma_min"][-1] - 1) < 0.1
+    assert one_over_sqrt["cond"][-1] > 1.5
+    assert one_over_sqrt["cond"][-1] < 1e3
+
+
+def test_linear_unscaled_growth_is_exactly_geometric(getkey):
+    a = jnp.diag(jnp.array([0.5, -0.2, 0.1]))
+    y = jr.normal(getkey(), (3,))
+    result = cd.depth_sweep(
+        cd.LinearField(a), y, horizon=1.0, steps=(1, 2, 4, 8, 16), progress=False
+    )
+    np.testing.assert_allclose(
+        result.families["unscaled"]["sigma_max"], 1.5 ** np.array([1, 2, 4, 8, 16]),
+        rtol=1e-12,
+    )
+
+
+def test_unscaled_growth_is_geometric_at_a_fixed_point(getkey):
+    # Zero biases make y = 0 a fixed point of a tanh MLP field: the unscaled Jacobian is
+    # (I + J_F(0))^N, whose extreme singular values grow/decay like rho^N.
+    field = cd.MLPField(4, 16, 1, key=getkey())
+    field = jax.tree.map(
+        lambda x: jnp.zeros_like(x) if eqx.is_array(x) and x.ndim == 1 else x, field
+    )
+    y = jnp.zeros(4)
+    ns = (64, 128, 256)
+    result = cd.depth_sweep(field, y, horizon=1.0, steps=ns, progress=False)
+    u = result.families["unscaled"]
+    eig = np.abs(np.linalg.eigvals(np.eye(4) + np.asarray(cd.jacobian(
+        lambda z, args=None: field(0.0, z), y))))
+    # sigma_max^(1/N) -> spectral radius of I + J_F(0). (sigma_min would need a
+    # resolution below eps * sigma_max, which a float64 SVD does not have.)
+    rate = np.log(u["sigma_max"]) / np.asarray(ns)
+    expected = np.log(eig.max())
+    assert expected > 0.05
+    np.testing.assert_allclose(rate[-1], expected, rtol=0.05)
+    assert np.all(np.diff(rate) > -0.05 * expected)
+
+
+def test_matrix_free_sweep_matches_dense(field_and_state):
+    field, y = field_and_state
+    kwargs = dict(horizon=1.0, steps=(16,), baselines=False, progress=False)
+    dense = cd.depth_sweep(field, y, method="dense", **kwargs)
+    free = cd.depth_sweep(field, y, method="matrix_free", **kwargs)
+    for col in ("sigma_max", "sigma_min", "jac_rel_err", "out_rel_err"):
+        np.testing.assert_allclose(
+            free.families["euler"][col], dense.families["euler"][col], rtol=1e-8
+        )
+
+
+def test_batched_sweep_is_worst_case_and_model_input(getkey):
+    field = cd.MLPField(3, 8, 1, key=getkey())
+    ys = jr.normal(getkey(), (3, 3))
+    model = cd.EulerResNet(field, 4, 0.5)
+    batched = cd.depth_sweep(
+        model, ys, steps=(4,), batched=True, baselines=False, progress=False
+    )
+    assert batched.horizon == 0.5 and batched.num_states == 3
+    singles = [
+        cd.depth_sweep(model, y, steps=(4,), baselines=False, progress=False) for y in ys
+    ]
+    for col, reduce in (("sigma_max", max), ("sigma_min", min), ("cond", max)):
+        expected = reduce(s.families["euler"][col][0] for s in singles)
+        assert batched.families["euler"][col][0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_conv_states_sweep_without_vector_baselines(getkey):
+    field = cd.ConvField(2, width=3, key=getkey())
+    y = jr.normal(getkey(), (2, 4, 4))
+    result = cd.depth_sweep(field, y, horizon=1.0, steps=(2,), progress=False)
+    assert set(result.families) == {"euler", "unscaled"}
+    assert result.dim == 32
+
+
+def test_result_outputs(sweep, tmp_path):
+    text = sweep.to_markdown()
+    assert "σ_max" in text and "‖J_N−J_ode‖/‖J_ode‖" in text and "plain" in text
+    assert text.count("\n| 1024 |") == 2
+    data = json.loads(sweep.to_json(tmp_path / "s.json"))
+    assert data["steps"] == list(STEPS)
+    assert json.loads((tmp_path / "s.json").read_text()) == data
+    assert len(data["families"]["euler"]["sigma_max"]) == len(STEPS)
+    fig = sweep.plot(tmp_path / "s.png")
+    assert (tmp_path / "s.png").stat().st_size > 10_000
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    extra = sweep.with_column("euler", "accuracy", np.ones(len(STEPS)))
+    assert "test acc" in extra.to_markdown()
+    with pytest.raises(ValueError, match="one entry per N"):
+        sweep.with_column("euler", "accuracy", [1.0])
+    with pytest.raises(KeyError, match="family"):
+        sweep.column("nope", "sigma_max")
+
+
+def test_bad_sweep_inputs(field_and_state):
+    field, y = field_and_state
+    with pytest.raises(ValueError, match="`steps`.*positive integers"):
+        cd.depth_sweep(field, y, horizon=1.0, steps=(4, 0))
+    with pytest.raises(ValueError, match="`steps`.*positive integers"):
+        cd.depth_sweep(field, y, horizon=1.0, steps=(2.5,))
+    with pytest.raises(TypeError, match="`steps`"):
+        cd.depth_sweep(field, y, horizon=1.0, steps=8)
+    with pytest.raises(ValueError, match="`horizon`"):
+        cd.depth_sweep(field, y, horizon=0.0)
+    with pytest.raises(ValueError, match="`horizon` is required"):
+        cd.depth_sweep(field, y)
+    with pytest.raises(ValueError, match=r"`y`.*shape"):
+        cd.depth_sweep(field, jnp.ones(5), horizon=1.0)
+    with pytest.raises(ValueError, match="`method`"):
+        cd.depth_sweep(field, y, horizon=1.0, method="fast")
+    with pytest.raises(TypeError, match="`field_or_model`"):
+        cd.depth_sweep("mlp", y, horizon=1.0)
+
+
+def test_cli_sweep_end_to_end(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main([
+        "sweep", "--steps", "8,32", "--train-steps", "60", "--dim", "8", "--width", "16",
+        "--num-states", "2", "--out", str(out), "--no-progress",
+    ])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "test acc" in printed and "| 32 |" in printed
+    data = json.loads((out / "sweep.json").read_text())
+    assert data["steps"] == [8, 32]
+    acc = data["families"]["euler"]["accuracy"]
+    assert all(0.5 < a <= 1 for a in acc)  # 60 steps already learn digits well above chance
+    assert (out / "sweep.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit):
+        main(["sweep", "--steps", "8,x", "--out", str(out)])
