@@ -136,3 +136,18 @@ def test_bad_jacobian_inputs(getkey):
         cd.step_jacobians(cd.PlainNet(3, 2, key=getkey()), y)
     with pytest.raises(TypeError, match="`key`"):
         cd.extreme_singular_values(model, y, 1, key=3)
+
+
+@pytest.mark.parametrize("kind", ["momentum", "reversible"])
+def test_jacobian_of_reversible_models_in_both_modes(kind, getkey):
+    if kind == "momentum":
+        model = cd.MomentumResNet(cd.MLPField(4, 8, 1, key=getkey()), 6, 1.0, gamma=0.5)
+    else:
+        model = cd.ReversibleResNet(
+            cd.MLPField(2, 8, 1, key=getkey()), cd.MLPField(2, 8, 1, key=getkey()), 6, 1.0
+        )
+    y = jr.normal(getkey(), (4,))
+    auto = cd.jacobian(model, y)  # forward mode through the "store" twin
+    rev = cd.jacobian(model, y, mode="rev")  # the reversible custom VJP
+    np.testing.assert_allclose(auto, rev, atol=1e-12)
+    np.testing.assert_allclose(auto, _fd_jacobian(model, y), atol=1e-6 * np.max(np.abs(auto)))

@@ -9,13 +9,14 @@ from ._classifier import Classifier
 from ._fields.mlp import MLPField
 from ._models.euler import EulerResNet
 from ._models.highway import HighwayNet
+from ._models.momentum import MomentumResNet
 from ._models.neural_ode import NeuralODE
 from ._models.plain import PlainNet
 from ._models.scaled import ScaledResidualNet
 from ._validation import check_key, check_positive_float, check_positive_int
 
 
-MODEL_NAMES = ("euler", "ode", "plain", "highway", "scaled")
+MODEL_NAMES = ("euler", "ode", "plain", "highway", "scaled", "momentum")
 
 
 def make_classifier(
@@ -38,7 +39,8 @@ def make_classifier(
     - `model`: one of `"euler"` (`EulerResNet` on an `MLPField`, `depth` steps over
         `horizon`), `"ode"` (`NeuralODE`, Tsit5 with `rtol`/`atol`), `"plain"`
         (tanh `PlainNet` of `depth` layers), `"highway"` (`HighwayNet`), `"scaled"`
-        (`ScaledResidualNet`, untied MLP fields, non-expansive with `beta = 0.5`).
+        (`ScaledResidualNet`, untied MLP fields, non-expansive with `beta = 0.5`),
+        `"momentum"` (`MomentumResNet`, `gamma = 0.9`, O(1)-memory reversible backprop).
     - `num_features`, `num_classes`: input size and number of classes.
     - `dim`: width of the state the body acts on.
     - `width`: hidden width of each MLP field (one hidden layer).
@@ -68,6 +70,8 @@ def make_classifier(
         body = PlainNet(dim, depth, activation=jax.nn.tanh, key=k_body)
     elif model == "highway":
         body = HighwayNet(dim, depth, key=k_body)
+    elif model == "momentum":
+        body = MomentumResNet(field(k_body), depth, horizon, gamma=0.9)
     else:
         fields = [field(k) for k in jr.split(k_body, depth)]
         body = ScaledResidualNet(fields, depth, alpha="nonexpansive", beta=0.5)

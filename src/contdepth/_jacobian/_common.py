@@ -56,6 +56,9 @@ def with_autodiff_mode(model, mode: Mode | Literal["both"]):
     same solver on the same steps and differentiates the same discrete computation
     (discretise-then-optimise), so the numbers agree with reverse mode to round-off.
     """
+    if getattr(model, "memory", None) == "reversible" and mode in ("fwd", "both"):
+        # Reversible models' custom VJP is reverse-only; "store" is the same function.
+        return model.with_memory("store")
     if not isinstance(model, NeuralODE):
         return model
     adjoint = model.adjoint

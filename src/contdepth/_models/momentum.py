@@ -2,11 +2,10 @@ import math
 import numbers
 
 import equinox as eqx
-import jax.lax as lax
 import jax.numpy as jnp
 from jaxtyping import Array, Int
 
-from .._adjoint.reversible_scan import check_memory, Memory, reversible_scan
+from .._adjoint.reversible_scan import check_memory, Memory, reversible_scan, run_inverse
 from .._custom_types import Args, State
 from .._fields.base import AbstractVectorField
 from .._validation import check_positive_float, check_positive_int
@@ -28,14 +27,26 @@ class MomentumResNet(AbstractDepthModel):
     !!! warning "Drift"
 
         The forward map shrinks the velocity by `gamma` per step, so inverting it in
-        floating point amplifies round-off by about `gamma**-num_steps`. The rebuilt
-        activations (and hence reversible gradients) are accurate only while
-        `gamma**-num_steps * eps` is small: e.g. `gamma = 0.9` is fine for tens of
-        steps, not for a thousand. Sander et al. store the bits lost in the
-        multiplication (Maclaurin et al. 2015); contdepth does not, and documents the
-        drift instead (see `inverse`). For deep stacks use `gamma` close to 1,
+        floating point amplifies round-off by about `gamma**-num_steps` (measured: the
+        rebuilt input is off by ~`eps * gamma**-num_steps`). The rebuilt activations,
+        and hence reversible gradients, are accurate only while that is small:
+        `gamma = 0.9` is fine for tens of steps, not for a thousand. For deep stacks
+        scale the momentum with the step, `gamma = 1 - h / eps_m` for a fixed time
+        constant `eps_m` (Sander et al.'s continuous limit `eps_m x'' + x' = F`):
+        then `gamma**-N <= exp(T / eps_m)` for every `N`. Sander et al. also store the
+        bits lost in the multiplication (Maclaurin et al. 2015) for exactness;
+        contdepth does not. Instead the backward pass checks the rebuilt input against
+        the true one and raises if they differ by more than `sqrt(eps)`, so a drifted
+        gradient is never returned silently. Alternatives: float64,
         [`contdepth.ReversibleResNet`][] (volume preserving, no such amplification),
         or `memory="store"`.
+
+    !!! note "Forward mode"
+
+        `memory="reversible"` is a `jax.custom_vjp`: reverse mode (`jax.grad`,
+        `jax.jacrev`) only. For `jax.jvp`/`jax.jacfwd` use
+        `model.with_memory("store")`, the same function with plain autodiff (forward
+        mode stores no activations, so it is O(1)-memory anyway).
 
     References: Sander, Ablin, Blondel & Peyré 2021, "Momentum Residual Neural
     Networks"; Maclaurin, Duvenaud & Adams 2015, "Gradient-based Hyperparameter
@@ -92,6 +103,15 @@ class MomentumResNet(AbstractDepthModel):
     def check_state(self, y: State, name: str = "y") -> None:
         self.field.check_state(y, name)
 
+    def _check_pair(self, x: State, v: State) -> None:
+        self.check_state(x, "x")
+        self.check_state(v, "v")
+        if x.shape != v.shape or x.dtype != v.dtype:
+            raise ValueError(
+                "`x` and `v` (position and velocity) must have the same shape and dtype, "
+                f"got {tuple(x.shape)} {x.dtype} and {tuple(v.shape)} {v.dtype}."
+            )
+
     def forward_with_velocity(
         self, x: State, v: State, args: Args = None
     ) -> tuple[State, State]:
@@ -105,8 +125,7 @@ class MomentumResNet(AbstractDepthModel):
 
         `(x_N, v_N)`.
         """
-        self.check_state(x, "x")
-        self.check_state(v, "v")
+        self._check_pair(x, v)
         return reversible_scan(
             _step, _inverse_step, (self, args), (x, v), self.num_steps, memory=self.memory
         )
@@ -132,18 +151,24 @@ class MomentumResNet(AbstractDepthModel):
         Exact in exact arithmetic; in floating point the error in `v_0` grows like
         `gamma**-num_steps` times the unit round-off (see the class docstring).
 
+        **Arguments:**
+
+        - `x`, `v`: the final position and velocity `(x_N, v_N)`, same shape.
+        - `args`: forwarded to the field (as in the forward pass).
+
         **Returns:**
 
         `(x_0, v_0)`.
         """
-        self.check_state(x, "x")
-        self.check_state(v, "v")
+        self._check_pair(x, v)
+        return run_inverse(_inverse_step, (self, args), (x, v), self.num_steps)
 
-        def body(z, k):
-            return _inverse_step((self, args), k, z), None
-
-        z0, _ = lax.scan(body, (x, v), jnp.arange(self.num_steps), reverse=True)
-        return z0
+    def with_memory(self, memory: Memory) -> "MomentumResNet":
+        """The same model (same weights) with another `memory` mode, e.g.
+        `model.with_memory("store")` for forward-mode autodiff (`jax.jacfwd`)."""
+        return MomentumResNet(
+            self.field, self.num_steps, self.horizon, gamma=self.gamma, memory=memory
+        )
 
 
 def _coefficients(model: MomentumResNet, dtype):

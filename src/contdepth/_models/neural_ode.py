@@ -162,9 +162,12 @@ class NeuralODE(AbstractDepthModel):
         subs = [diffrax.SubSaveAt(t1=True)]
         if ts is not None:
             subs.append(diffrax.SubSaveAt(ts=ts))
-        sol = self.solve(y, args, saveat=diffrax.SaveAt(subs=subs), throw=False)
+        # A single SubSaveAt is passed plainly: `BacksolveAdjoint` refuses `subs=`.
+        saveat = diffrax.SaveAt(subs=subs) if len(subs) > 1 else diffrax.SaveAt(t1=True)
+        sol = self.solve(y, args, saveat=saveat, throw=False)
+        sol_ts, sol_ys = (sol.ts, sol.ys) if len(subs) > 1 else ((sol.ts,), (sol.ys,))
         # On failure the t1 slot holds the last accepted state and time.
-        t_stop, y_stop = sol.ts[0][-1], sol.ys[0][-1]
+        t_stop, y_stop = sol_ts[0][-1], sol_ys[0][-1]
         y_out = y_stop.astype(y.dtype)
         ys = None if ts is None else sol.ys[1].astype(y.dtype)
         if throw:
@@ -196,7 +199,8 @@ class NeuralODE(AbstractDepthModel):
         if isinstance(self.adjoint, ReversibleAdjoint):  # exact, O(1)-memory backprop
             self.check_state(y)
             return self.adjoint.solve_final(
-                self.field, self.solver, self.horizon, self.dt0, y, args
+                self.field, self.solver, self.horizon, self.dt0, y, args,
+                throw=self.throw,
             )
         return self._checked_solve(y, args, None, throw=self.throw)[0]
 

@@ -1,9 +1,9 @@
 import equinox as eqx
-import jax.lax as lax
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from .._adjoint.reversible_scan import check_memory, Memory, reversible_scan
+from .._adjoint.reversible_scan import check_memory, Memory, reversible_scan, run_inverse
 from .._custom_types import Args, State
 from .._fields.base import AbstractVectorField
 from .._validation import check_float_array, check_positive_float, check_positive_int
@@ -24,6 +24,9 @@ class ReversibleResNet(AbstractDepthModel):
     `memory="reversible"` (default) the backward pass rebuilds every activation from
     `y_N`: gradient memory is O(1) in depth. As `num_steps -> inf` it converges to the
     flow of `dy1/dt = F_a(t, y2)`, `dy2/dt = F_b(t, y1)`.
+
+    `memory="reversible"` is a `jax.custom_vjp`: reverse mode (`jax.grad`,
+    `jax.jacrev`) only. For `jax.jvp`/`jax.jacfwd` use `model.with_memory("store")`.
 
     References: Gomez, Ren, Urtasun & Grosse 2017, "The Reversible Residual Network:
     Backpropagation Without Storing Activations"; Chang, Meng, Haber, Ruthotto, Begert &
@@ -76,9 +79,10 @@ class ReversibleResNet(AbstractDepthModel):
                 "last axis in two equal halves, so it must have even size (e.g. pad the "
                 "state or change the encoder's output size)."
             )
-        y1, y2 = _split(y)
-        self.field_a.check_state(y2, f"{name}[..., half:]")
-        self.field_b.check_state(y1, f"{name}[..., :half]")
+        # Shapes only, so this also accepts `jax.ShapeDtypeStruct`s (eval_shape).
+        half = jax.ShapeDtypeStruct((*y.shape[:-1], y.shape[-1] // 2), y.dtype)
+        self.field_a.check_state(half, f"{name}[..., half:]")
+        self.field_b.check_state(half, f"{name}[..., :half]")
 
     def __call__(self, y: State, args: Args = None) -> State:
         """**Arguments:**
@@ -99,17 +103,25 @@ class ReversibleResNet(AbstractDepthModel):
     def inverse(self, y: State, args: Args = None) -> State:
         """Undo `__call__`: rebuild `y_0` from `y_N`, step by step.
 
+        **Arguments:**
+
+        - `y`: the output `y_N` of `__call__`.
+        - `args`: forwarded to both fields (as in the forward pass).
+
         **Returns:**
 
         `y_0`, same shape as `y` (equal to the input up to round-off).
         """
         self.check_state(y)
-
-        def body(z, k):
-            return _inverse_step((self, args), k, z), None
-
-        z, _ = lax.scan(body, _split(y), jnp.arange(self.num_steps), reverse=True)
+        z = run_inverse(_inverse_step, (self, args), _split(y), self.num_steps)
         return jnp.concatenate(z, axis=-1)
+
+    def with_memory(self, memory: Memory) -> "ReversibleResNet":
+        """The same model (same weights) with another `memory` mode, e.g.
+        `model.with_memory("store")` for forward-mode autodiff (`jax.jacfwd`)."""
+        return ReversibleResNet(
+            self.field_a, self.field_b, self.num_steps, self.horizon, memory=memory
+        )
 
 
 def _split(y: Float[Array, "*batch dim"]) -> tuple[Array, Array]:
