@@ -236,3 +236,23 @@ def test_cli_sweep_end_to_end(tmp_path, capsys):
     assert (out / "sweep.png").stat().st_size > 10_000
     with pytest.raises(SystemExit):
         main(["sweep", "--steps", "8,x", "--out", str(out)])
+
+
+@pytest.mark.parametrize("kind", ["momentum", "reversible"])
+def test_reversible_models_plug_into_the_sweep(kind, getkey):
+    if kind == "momentum":
+        model = cd.MomentumResNet(cd.MLPField(4, 8, 1, key=getkey()), 8, 1.0, gamma=0.5)
+    else:
+        model = cd.ReversibleResNet(
+            cd.MLPField(2, 8, 1, key=getkey()), cd.MLPField(2, 8, 1, key=getkey()), 8, 1.0
+        )
+    y = jr.normal(getkey(), (4,))
+    result = cd.depth_sweep(model, y, steps=(8, 64, 512), baselines=False, progress=False)
+    assert result.meta["model"] == kind and kind in result.to_markdown()
+    err = result.families["euler"]["jac_rel_err"]
+    ratios = err[:-1] / err[1:]  # N grows 8x per entry: first order means ~8x smaller
+    assert np.all((ratios > 6) & (ratios < 10)), ratios
+    sv = cd.singular_values(model.with_memory("store") if kind else model, y)
+    assert result.families["euler"]["sigma_max"][0] == pytest.approx(float(sv[0]), rel=1e-10)
+    if kind == "reversible":  # volume preserving: det J = 1
+        assert np.prod(np.asarray(sv)) == pytest.approx(1.0, rel=1e-10)

@@ -9,6 +9,7 @@ import importlib.metadata
 from . import datasets as datasets
 from ._adjoint.reversible_heun import ReversibleAdjoint as ReversibleAdjoint
 from ._classifier import Classifier as Classifier
+from ._distributed.mesh import make_mesh as make_mesh, shard_batch as shard_batch
 from ._fields.attention import AttentionField as AttentionField
 from ._fields.base import AbstractVectorField as AbstractVectorField
 from ._fields.conv import ConvField as ConvField

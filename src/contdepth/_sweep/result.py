@@ -129,7 +129,12 @@ class DepthSweep:
         baseline families; the ODE reference on a line above them."""
         ref = self.reference
         ref_items = ", ".join(f"{k} = {_fmt(v)}" for k, v in ref.items())
-        parts = [
+        model = self.meta.get("model", "euler")
+        parts = [] if model == "euler" else [
+            f"Swept model: {model} (its ODE limit is the reference; family 'euler' holds it)",
+            "",
+        ]
+        parts += [
             f"Neural ODE reference (T = {_fmt(self.horizon)}, d = {self.dim}, "
             f"L = {_fmt(self.lipschitz)}, exp(LT) = {_fmt(math.exp(min(self.lipschitz * self.horizon, 700.0)))}"
             f"): {ref_items}",
@@ -220,6 +225,8 @@ class DepthSweep:
                 continue
             c = colours[i % len(colours)]
             label = FAMILY_LABELS.get(fam, fam)
+            if fam == "euler" and self.meta.get("model", "euler") != "euler":
+                label = f"{self.meta['model']} ResNet, h = T/N"
             for name, style in (("sigma_max", "-o"), ("sigma_min", "--s")):
                 v = np.asarray(cols[name], dtype=float)
                 ax0.plot(ns, np.clip(v, floor, None), style, color=c, ms=3,

@@ -11,12 +11,16 @@ from jaxtyping import PRNGKeyArray
 from tqdm.auto import tqdm
 
 from .._custom_types import Args, State
+from .._distributed.mesh import resolve_mesh, shard_batch
 from .._fields.base import AbstractVectorField
+from .._fields.coupled import CoupledField
 from .._jacobian._common import check_choice, with_autodiff_mode
 from .._jacobian.dense import jacobian
 from .._jacobian.extreme import extreme_singular_values
 from .._models.euler import EulerResNet
+from .._models.momentum import MomentumResNet
 from .._models.neural_ode import NeuralODE
+from .._models.reversible import ReversibleResNet
 from .._validation import check_bool, check_float_array, check_key, check_positive_float
 from .baselines import random_stack
 from .result import DepthSweep
@@ -118,6 +122,7 @@ def depth_sweep(
     key: PRNGKeyArray | None = None,
     args: Args = None,
     progress: bool = True,
+    mesh=None,
 ) -> DepthSweep:
     """Sweep the depth `N` of the Euler ResNet of one vector field with the horizon
     `T` fixed, and record the spectrum of the end-to-end Jacobian `J_N = dy_N/dy_0`
@@ -140,7 +145,12 @@ def depth_sweep(
     **Arguments:**
 
     - `field_or_model`: a vector field, or an [`contdepth.EulerResNet`][] /
-        [`contdepth.NeuralODE`][] whose field (and horizon) is used.
+        [`contdepth.NeuralODE`][] whose field (and horizon) is used. A
+        [`contdepth.MomentumResNet`][] or [`contdepth.ReversibleResNet`][] is swept
+        itself (same weights, `gamma`/`memory`, depth `N`) against the ODE it
+        discretises (`x' = F(t, x)`, resp. `y1' = F_a(t, y2), y2' = F_b(t, y1)`), in
+        the `"euler"` family's slot (`meta["model"]` names it; the Grönwall columns
+        are then omitted, they bound the forward-Euler product only).
     - `y`: one state, or a batch `(B, *state)` with `batched=True`; batch results are
         reduced to the worst case (largest `σ_max`, errors, cond; smallest `σ_min`).
     - `horizon`: `T > 0`; default the model's horizon, required for a bare field.
@@ -158,17 +168,26 @@ def depth_sweep(
         `jax.random.PRNGKey(0)`.
     - `args`: forwarded to the field.
     - `progress`: show a progress bar.
+    - `mesh`: `None`, `"auto"` or a one-axis `jax.sharding.Mesh`
+        ([`contdepth.make_mesh`][]): with `batched=True`, the states are split over the
+        devices (their number must divide `B`) and every Jacobian is computed where its
+        state lives. Results equal the unsharded sweep.
 
     **Returns:**
 
     A [`contdepth.DepthSweep`][] with `.to_markdown()`, `.to_json()` and `.plot()`.
     """
-    if isinstance(field_or_model, EulerResNet | NeuralODE):
+    main_label = "euler"
+    if isinstance(field_or_model, EulerResNet | NeuralODE | MomentumResNet):
         field = field_or_model.field
         if horizon is None:
             horizon = field_or_model.horizon
         if ode is None and isinstance(field_or_model, NeuralODE):
             ode = field_or_model
+    elif isinstance(field_or_model, ReversibleResNet):
+        field = CoupledField(field_or_model.field_a, field_or_model.field_b)
+        if horizon is None:
+            horizon = field_or_model.horizon
     elif isinstance(field_or_model, AbstractVectorField):
         field = field_or_model
         if horizon is None:
@@ -178,9 +197,25 @@ def depth_sweep(
             )
     else:
         raise TypeError(
-            "`field_or_model` must be a contdepth vector field, EulerResNet or NeuralODE, "
-            f"got {type(field_or_model).__name__}."
+            "`field_or_model` must be a contdepth vector field, EulerResNet, NeuralODE, "
+            f"MomentumResNet or ReversibleResNet, got {type(field_or_model).__name__}."
         )
+    if isinstance(field_or_model, MomentumResNet):
+        main_label = "momentum"
+        gamma, memory = field_or_model.gamma, field_or_model.memory
+
+        def at_depth(n, t):
+            return MomentumResNet(field, n, t, gamma=gamma, memory=memory)
+    elif isinstance(field_or_model, ReversibleResNet):
+        main_label = "reversible"
+        memory = field_or_model.memory
+
+        def at_depth(n, t):
+            return ReversibleResNet(field.field_a, field.field_b, n, t, memory=memory)
+    else:
+
+        def at_depth(n, t):
+            return EulerResNet(field, n, t)
     horizon = check_positive_float("horizon", horizon)
     steps = check_steps(steps)
     baselines = check_bool("baselines", baselines)
@@ -196,6 +231,14 @@ def depth_sweep(
         )
     for i in range(min(ys.shape[0], 1)):
         field.check_state(ys[i], "y[0]" if batched else "y")
+    mesh = resolve_mesh(mesh)
+    if mesh is not None:
+        if not batched:
+            raise ValueError(
+                "`mesh` shards a batch of states: pass `y` of shape (B, *state) with "
+                "batched=True, got batched=False."
+            )
+        ys = shard_batch(ys, mesh, name="y")
     dtype = ys.dtype
     d = int(np.prod(ys.shape[1:]))
     if method == "auto":
@@ -270,17 +313,18 @@ def depth_sweep(
         kl = jr.fold_in(k_lanczos, i)
         h = horizon / n
         bar.set_postfix(N=n)
-        smax, smin, dist, err, _ = measure(EulerResNet(field, n, horizon), ref, ref_out, kl)
+        smax, smin, dist, err, _ = measure(at_depth(n, horizon), ref, ref_out, kl)
         record("euler", smax, smin, dist, err)
-        cols = families["euler"]
-        cols.setdefault("upper_bound", []).append((1 + h * lipschitz) ** n)
-        cols.setdefault("lower_bound", []).append(
-            (1 - h * lipschitz) ** n if h * lipschitz < 1 else 0.0
-        )
+        if main_label == "euler":  # Grönwall bounds of the forward-Euler product
+            cols = families["euler"]
+            cols.setdefault("upper_bound", []).append((1 + h * lipschitz) ** n)
+            cols.setdefault("lower_bound", []).append(
+                (1 - h * lipschitz) ** n if h * lipschitz < 1 else 0.0
+            )
         bar.update()
         if not baselines:
             continue
-        smax, smin, *_ = measure(EulerResNet(field, n, float(n)), None, None, kl)
+        smax, smin, *_ = measure(at_depth(n, float(n)), None, None, kl)
         record("unscaled", smax, smin)
         bar.update()
         if vector_state:
@@ -308,6 +352,8 @@ def depth_sweep(
         meta={
             "dtype": str(dtype),
             "method": method,
+            "model": main_label,
+            "devices": 1 if mesh is None else int(mesh.devices.size),
             "ode_solver": type(ode.solver).__name__,
             "ode_rtol": ode.rtol,
             "ode_atol": ode.atol,

@@ -9,16 +9,21 @@ import optax
 from jaxtyping import PRNGKeyArray
 from tqdm.auto import tqdm
 
+from .._distributed.mesh import batch_sharding, check_divisible, replicated, resolve_mesh
 from .._validation import check_positive_float, check_positive_int
 from .data import batch_indices, check_batch_size, check_data
 from .loss import cross_entropy
 
 
-def _make_step(optimizer: optax.GradientTransformation, batch_size: int):
+def _make_step(optimizer: optax.GradientTransformation, batch_size: int, mesh=None):
     @eqx.filter_jit
     def step(model, opt_state, x, y, key, index):
         idx = batch_indices(key, index, x.shape[0], batch_size)
-        loss, grads = eqx.filter_value_and_grad(cross_entropy)(model, x[idx], y[idx])
+        xb, yb = x[idx], y[idx]
+        if mesh is not None:  # data parallel: split the batch, XLA reduces the grads
+            xb = jax.lax.with_sharding_constraint(xb, batch_sharding(mesh))
+            yb = jax.lax.with_sharding_constraint(yb, batch_sharding(mesh))
+        loss, grads = eqx.filter_value_and_grad(cross_entropy)(model, xb, yb)
         params = eqx.filter(model, eqx.is_inexact_array)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         model = eqx.apply_updates(model, updates)
@@ -37,6 +42,7 @@ def train(
     optimizer: optax.GradientTransformation | None = None,
     clip_norm: float | None = None,
     progress: bool = True,
+    mesh=None,
 ) -> tuple[eqx.Module, dict[str, Any]]:
     """Train a single-sample classifier with softmax cross-entropy and optax.
 
@@ -57,6 +63,11 @@ def train(
     - `clip_norm`: if given, clip gradients to this global norm first
         (`g <- g * clip_norm / ||g||` when `||g|| > clip_norm`).
     - `progress`: show a progress bar with the running loss.
+    - `mesh`: `None` (one device), `"auto"` (all devices) or a one-axis
+        `jax.sharding.Mesh` from [`contdepth.make_mesh`][]: data parallelism, each
+        batch split over the devices (`batch_size` must be divisible by their number),
+        parameters and optimiser state replicated, gradients all-reduced by XLA. Same
+        batches, same result as one device up to summation order.
 
     **Returns:**
 
@@ -78,8 +89,14 @@ def train(
         clip_norm = check_positive_float("clip_norm", clip_norm)
         optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
 
+    mesh = resolve_mesh(mesh)
+    if mesh is not None:
+        check_divisible("batch_size", batch_size, mesh)
+        # Parameters and the (small) dataset replicated; each step's batch is split.
+        model = eqx.filter_shard(model, replicated(mesh))
+        x, y = jax.device_put((x, y), replicated(mesh))
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-    step_fn = _make_step(optimizer, batch_size)
+    step_fn = _make_step(optimizer, batch_size, mesh)
     losses, grad_norms = [], []
     start = time.perf_counter()
     refresh = max(1, steps // 50)
