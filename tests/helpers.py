@@ -64,3 +64,16 @@ def central_difference_grad(f, x, eps=1e-6):
     x = jnp.asarray(x, dtype=jnp.float64)
     basis = jnp.eye(x.size, dtype=x.dtype)
     return jax.vmap(lambda e: (f(x + eps * e) - f(x - eps * e)) / (2 * eps))(basis)
+
+
+def make_reversible_model(kind: str, key):
+    """A small `MomentumResNet` (`kind="momentum"`) or `ReversibleResNet`
+    (`"reversible"`) on `(4,)` states, 6 steps over T = 1."""
+    k1, k2 = jr.split(key)
+    if kind == "momentum":
+        return cd.MomentumResNet(cd.MLPField(4, 8, 1, key=k1), 6, 1.0, gamma=0.5)
+    if kind == "reversible":
+        return cd.ReversibleResNet(
+            cd.MLPField(2, 8, 1, key=k1), cd.MLPField(2, 8, 1, key=k2), 6, 1.0
+        )
+    raise ValueError(kind)

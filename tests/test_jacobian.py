@@ -10,7 +10,7 @@ import scipy.linalg
 
 import contdepth as cd
 
-from .helpers import make_field, make_model, MODEL_KINDS
+from .helpers import make_field, make_model, make_reversible_model, MODEL_KINDS
 
 
 def _fd_jacobian(model, y, eps=1e-6):
@@ -140,12 +140,7 @@ def test_bad_jacobian_inputs(getkey):
 
 @pytest.mark.parametrize("kind", ["momentum", "reversible"])
 def test_jacobian_of_reversible_models_in_both_modes(kind, getkey):
-    if kind == "momentum":
-        model = cd.MomentumResNet(cd.MLPField(4, 8, 1, key=getkey()), 6, 1.0, gamma=0.5)
-    else:
-        model = cd.ReversibleResNet(
-            cd.MLPField(2, 8, 1, key=getkey()), cd.MLPField(2, 8, 1, key=getkey()), 6, 1.0
-        )
+    model = make_reversible_model(kind, getkey())
     y = jr.normal(getkey(), (4,))
     auto = cd.jacobian(model, y)  # forward mode through the "store" twin
     rev = cd.jacobian(model, y, mode="rev")  # the reversible custom VJP
