@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 
 
-def _worker(num_devices: int, quick: bool) -> dict:
+def _worker(num_devices: int, quick: bool, part: str) -> dict:
     import jax
     import jax.random as jr
     import numpy as np
@@ -35,12 +35,29 @@ def _worker(num_devices: int, quick: bool) -> dict:
     model = cd.make_classifier(
         "euler", num_features=64, num_classes=10, dim=64, depth=16, key=jr.PRNGKey(0)
     )
+    if part == "sweep":
+        return _sweep_worker(mesh, quick)
     kwargs = dict(batch_size=batch, key=jr.PRNGKey(1), optimizer=optax.adam(1e-3),
                   progress=False, mesh=mesh)
     cd.train(model, train_data, steps=2, **kwargs)  # compile
     t0 = time.perf_counter()
     _, hist = cd.train(model, train_data, steps=steps, **kwargs)
     train_s = time.perf_counter() - t0
+    return {
+        "devices": num_devices,
+        "platform": platform,
+        "batch": batch,
+        "train_steps": steps,
+        "train_samples_per_s": steps * batch / train_s,
+        "final_loss": float(np.asarray(hist["loss"])[-1]),
+    }
+
+
+def _sweep_worker(mesh, quick: bool) -> dict:
+    import jax.random as jr
+
+    import contdepth as cd
+
     field = cd.MLPField(64, 64, 1, key=jr.PRNGKey(2))
     ys = jr.normal(jr.PRNGKey(3), (16, 64))
     sweep_steps = (8, 64) if quick else (8, 64, 512)
@@ -51,12 +68,6 @@ def _worker(num_devices: int, quick: bool) -> dict:
                    baselines=False, progress=False, mesh=mesh)
     sweep_s = time.perf_counter() - t0
     return {
-        "devices": num_devices,
-        "platform": platform,
-        "batch": batch,
-        "train_steps": steps,
-        "train_samples_per_s": steps * batch / train_s,
-        "final_loss": float(np.asarray(hist["loss"])[-1]),
         "sweep_states": 16,
         "sweep_steps": list(sweep_steps),
         "sweep_seconds": sweep_s,
@@ -74,14 +85,24 @@ def run(quick: bool = False) -> dict:
         env["XLA_FLAGS"] = (
             env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}"
         ).strip()
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(n)]
-        if quick:
-            cmd.append("--quick")
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:
-            notes.append(f"{n} devices failed: {proc.stderr.strip().splitlines()[-1:]}")
-            continue
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        row = {}
+        for part in ("train", "sweep"):  # separate processes: see tests/_distributed_worker.py
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(n), part]
+            if quick:
+                cmd.append("--quick")
+            try:
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                                      timeout=600)
+            except subprocess.TimeoutExpired:
+                notes.append(f"{n} devices, {part}: timed out after 600 s")
+                break
+            if proc.returncode != 0:
+                notes.append(f"{n} devices, {part} failed: "
+                             f"{proc.stderr.strip().splitlines()[-1:]}")
+                break
+            row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+        else:
+            rows.append(row)
     if rows:
         base = rows[0]
         for r in rows:
@@ -108,9 +129,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("part", nargs="?", default="train", help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.worker is not None:
-        print(json.dumps(_worker(a.worker, a.quick)))
+        print(json.dumps(_worker(a.worker, a.quick, a.part)))
         sys.exit(0)
     result = run(a.quick)
     print(_table(result["rows"]))

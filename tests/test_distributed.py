@@ -15,11 +15,15 @@ import pytest
 def report():
     worker = os.path.join(os.path.dirname(__file__), "_distributed_worker.py")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run(
-        [sys.executable, worker], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = {}
+    for part in ("train", "sweep"):
+        proc = subprocess.run(
+            [sys.executable, worker, part], capture_output=True, text=True, env=env,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out
 
 
 def test_four_devices(report):

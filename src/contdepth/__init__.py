@@ -38,6 +38,24 @@ from ._jacobian.lanczos import (
 )
 from ._jacobian.operator import jacobian_operator as jacobian_operator
 from ._jacobian.step import step_jacobians as step_jacobians
+from ._jacobian.frobenius import (
+    FrobeniusEstimate as FrobeniusEstimate,
+    jacobian_frobenius as jacobian_frobenius,
+)
+from ._jacobian.gradients import layer_gradient_norms as layer_gradient_norms
+from ._jacobian.logdet import log_det_jacobian as log_det_jacobian
+from ._jacobian.lyapunov import (
+    lyapunov_exponents as lyapunov_exponents,
+    LyapunovQR as LyapunovQR,
+    LyapunovQRState as LyapunovQRState,
+)
+from ._jacobian.stability import (
+    stability_function as stability_function,
+    stability_region as stability_region,
+    stability_report as stability_report,
+    StabilityRegion as StabilityRegion,
+    StabilityReport as StabilityReport,
+)
 from ._sweep.result import DepthSweep as DepthSweep
 from ._sweep.sweep import depth_sweep as depth_sweep
 from ._train.evaluate import evaluate as evaluate

@@ -1,5 +1,6 @@
 from typing import Literal
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,7 +49,11 @@ def jacobian(
         mode = "fwd" if np.prod(y.shape) <= np.prod(
             jax.eval_shape(lambda: model(y, args)).shape
         ) else "rev"
-    model = with_autodiff_mode(model, mode)
+    return _materialise(with_autodiff_mode(model, mode), y, args, mode)
+
+
+@eqx.filter_jit  # compiled once per model structure: repeat calls do not retrace
+def _materialise(model, y, args, mode):
     fn, y_flat, _ = flat_map(model, y, args)
     jac = jax.jacfwd(fn) if mode == "fwd" else jax.jacrev(fn)
     return jac(y_flat)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+from jax.sharding import PartitionSpec
 from jaxtyping import PRNGKeyArray
 from tqdm.auto import tqdm
 
@@ -72,8 +73,21 @@ def _masked_spectrum(jac):
     return smax, smin
 
 
+def _per_sample(fn, mesh, *xs):
+    """`vmap(fn)` over the batch; with a mesh, inside `shard_map`, so every device runs
+    its own slice independently. (A vmapped adaptive solve under plain GSPMD would
+    synchronise all devices at every solver step to evaluate the batched loop
+    condition.)"""
+    if mesh is None:
+        return jax.vmap(fn)(*xs)
+    spec = PartitionSpec(mesh.axis_names[0])
+    return jax.shard_map(
+        jax.vmap(fn), mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False
+    )(*xs)
+
+
 @eqx.filter_jit
-def _dense_point(model, ys, ref_jac, ref_out, args):
+def _dense_point(model, ys, ref_jac, ref_out, args, mesh=None):
     """Per state: sigma_max, sigma_min, ||J - J_ref||_2 / ||J_ref||_2, output error."""
 
     def one(y, jr_, yr):
@@ -86,10 +100,10 @@ def _dense_point(model, ys, ref_jac, ref_out, args):
         err = jnp.linalg.norm(out - yr) / jnp.linalg.norm(yr)
         return smax, smin, dist, err, jac
 
-    return jax.vmap(one)(ys, ref_jac, ref_out)
+    return _per_sample(one, mesh, ys, ref_jac, ref_out)
 
 
-def _matrix_free_point(model, ys, ref, ref_out, ref_norm, args, key):
+def _matrix_free_point(model, ys, ref, ref_out, ref_norm, args, key, mesh=None):
     @eqx.filter_jit
     def run(model, ys, ref, ref_out, ref_norm, key):
         def one(y, yr, ref_norm, k):
@@ -104,7 +118,7 @@ def _matrix_free_point(model, ys, ref, ref_out, ref_norm, args, key):
             err = jnp.linalg.norm(model(y, args) - yr) / jnp.linalg.norm(yr)
             return smax, smin, diff, err, None
 
-        return jax.vmap(one)(ys, ref_out, ref_norm, jr.split(key, ys.shape[0]))
+        return _per_sample(one, mesh, ys, ref_out, ref_norm, jr.split(key, ys.shape[0]))
 
     return run(model, ys, ref, ref_out, ref_norm, key)
 
@@ -252,16 +266,23 @@ def depth_sweep(
             atol=1e-12 if tight else 1e-8,
             max_steps=100_000,
         )
+    if mesh is not None and ode.throw:
+        # `eqx.error_if` host callbacks inside sharded programs can stall the CPU
+        # runtime's collectives; solve without them and check the result on the host.
+        ode = NeuralODE(
+            ode.field, ode.horizon, solver=ode.solver, rtol=ode.rtol, atol=ode.atol,
+            adjoint=ode.adjoint, max_steps=ode.max_steps, dt0=ode.dt0, throw=False,
+        )
     lipschitz = float(field.lipschitz_bound())
 
     ref_norm = None
 
     def measure(model, ref, ref_out, k):
         if method == "dense":
-            smax, smin, dist, err, jac = _dense_point(model, ys, ref, ref_out, args)
+            smax, smin, dist, err, jac = _dense_point(model, ys, ref, ref_out, args, mesh)
         else:
             smax, smin, dist, err, jac = _matrix_free_point(
-                model, ys, ref, ref_out, ref_norm, args, k
+                model, ys, ref, ref_out, ref_norm, args, k, mesh
             )
         return np.asarray(smax), np.asarray(smin), np.asarray(dist), np.asarray(err), jac
 
@@ -275,8 +296,17 @@ def depth_sweep(
         ref_smax, ref_smin, _, _, _ = measure(ode, None, None, k_ode)
         ref = with_autodiff_mode(ode, "both")
         ref_norm = jnp.asarray(ref_smax)
-    ref_out = eqx.filter_jit(jax.vmap(lambda y_: ode(y_, args)))(ys)
-    ode_steps = eqx.filter_jit(jax.vmap(lambda y_: ode.solve(y_, args).stats["num_steps"]))(ys)
+    ref_out = eqx.filter_jit(lambda z: _per_sample(lambda y_: ode(y_, args), mesh, z))(ys)
+    ode_steps = eqx.filter_jit(
+        lambda z: _per_sample(lambda y_: ode.solve(y_, args).stats["num_steps"], mesh, z)
+    )(ys)
+    if not np.all(np.isfinite(np.asarray(ref_out))):
+        raise RuntimeError(
+            "The reference Neural ODE solve failed (non-finite result; with throw=False "
+            "a failed diffrax solve returns NaN). Pass `ode=cd.NeuralODE(field, horizon, "
+            "max_steps=..., rtol=..., atol=...)` with a larger `max_steps` or looser "
+            "tolerances, or a stiff solver."
+        )
     reference = {
         "sigma_max": float(ref_smax.max()),
         "sigma_min": float(ref_smin.min()),
