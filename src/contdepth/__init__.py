@@ -8,6 +8,7 @@ import importlib.metadata
 
 from . import datasets as datasets
 from ._adjoint.reversible_heun import ReversibleAdjoint as ReversibleAdjoint
+from ._checkpoint import Checkpoint as Checkpoint, load as load, save as save
 from ._classifier import Classifier as Classifier
 from ._distributed.mesh import make_mesh as make_mesh, shard_batch as shard_batch
 from ._fields.attention import AttentionField as AttentionField

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from .._custom_types import Args, State
+from .._validation import check_float_array
 
 
 class AbstractDepthModel(eqx.Module):
@@ -76,11 +77,15 @@ class AbstractDiscreteDepthModel(AbstractDepthModel):
         respect to `deltas[k]` is exactly `dL/dy_k`: the per-layer gradient profile.
         """
         self.check_state(y)
+        check_float_array("deltas", deltas)
         if deltas.shape != (self.num_layers, *y.shape):
             raise ValueError(
                 f"`deltas` must have shape {(self.num_layers, *y.shape)} "
                 f"(num_layers, *state), got {tuple(deltas.shape)}."
             )
+        # Promote rather than cast: float64 deltas are never rounded to a float32 state.
+        dtype = jnp.result_type(y, deltas)
+        y, deltas = y.astype(dtype), deltas.astype(dtype)
 
         def body(y, xs):
             k, delta = xs

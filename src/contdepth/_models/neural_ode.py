@@ -210,7 +210,12 @@ class NeuralODE(AbstractDepthModel):
         """The solution at the times `ts` (increasing, within `[0, horizon]`), stacked
         along a new first axis."""
         self.check_state(y)
-        ts = jnp.asarray(ts)
+        try:
+            ts = jnp.asarray(ts)
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"`ts` must be a 1-D array of real times, got {type(ts).__name__}: {e}"
+            ) from None
         if ts.ndim != 1 or ts.shape[0] == 0:
             raise ValueError(
                 f"`ts` must be a non-empty 1-D array of times, got shape {ts.shape}."

@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from .._validation import check_positive_int
+from .._validation import check_finite_array, check_positive_int
 
 
 def check_data(name: str, data) -> tuple[jax.Array, jax.Array]:
@@ -30,6 +30,7 @@ def check_data(name: str, data) -> tuple[jax.Array, jax.Array]:
             f"`{name}` features of shape {tuple(x.shape)} and labels of shape "
             f"{tuple(y.shape)} must share a non-zero leading (sample) axis, labels 1-D."
         )
+    check_finite_array(f"{name}[0]", x)
     return jnp.asarray(x), jnp.asarray(y)
 
 

@@ -1,7 +1,7 @@
 import equinox as eqx
 import jax
 
-from .._validation import check_positive_int
+from .._validation import check_callable, check_positive_int
 from .data import check_data
 from .loss import accuracy_count
 
@@ -22,6 +22,7 @@ def evaluate(
 
     **Returns:** `{"accuracy": float in [0, 1], "loss": float}`.
     """
+    check_callable("model", model)
     x, y = check_data("data", data)
     batch_size = check_positive_int("batch_size", batch_size)
     n = x.shape[0]
