@@ -92,21 +92,23 @@ def run(quick: bool = False) -> dict:
                 cmd.append("--quick")
             try:
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                                      timeout=600)
+                                      timeout=300)
             except subprocess.TimeoutExpired:
-                notes.append(f"{n} devices, {part}: timed out after 600 s")
-                break
+                notes.append(f"{n} devices, {part}: no result within 300 s (stalled)")
+                continue
             if proc.returncode != 0:
                 notes.append(f"{n} devices, {part} failed: "
                              f"{proc.stderr.strip().splitlines()[-1:]}")
-                break
+                continue
             row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
-        else:
+        if row:
+            row.setdefault("devices", n)
             rows.append(row)
-    if rows:
-        base = rows[0]
-        for r in rows:
+    base = rows[0] if rows and rows[0].get("devices") == 1 else {}
+    for r in rows:
+        if "train_samples_per_s" in r and "train_samples_per_s" in base:
             r["train_speedup"] = r["train_samples_per_s"] / base["train_samples_per_s"]
+        if "sweep_seconds" in r and "sweep_seconds" in base:
             r["sweep_speedup"] = base["sweep_seconds"] / r["sweep_seconds"]
     cores = os.cpu_count()
     notes.append(
@@ -121,7 +123,8 @@ def _table(rows) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(
-            f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+            f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, "—"))
+            for c in cols) + " |")
     return "\n".join(lines)
 
 

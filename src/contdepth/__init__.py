@@ -11,6 +11,7 @@ from ._adjoint.reversible_heun import ReversibleAdjoint as ReversibleAdjoint
 from ._checkpoint import Checkpoint as Checkpoint, load as load, save as save
 from ._classifier import Classifier as Classifier
 from ._distributed.mesh import make_mesh as make_mesh, shard_batch as shard_batch
+from ._fastpath.batched import batched_apply as batched_apply
 from ._fields.attention import AttentionField as AttentionField
 from ._fields.base import AbstractVectorField as AbstractVectorField
 from ._fields.conv import ConvField as ConvField

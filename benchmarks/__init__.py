@@ -1,0 +1,1 @@
+"""The contdepth benchmark suite: `python -m benchmarks [--quick] [--only NAME ...]`."""

@@ -1,0 +1,1 @@
+"""Fused batched implementations of common models (internal; see `batched.py`)."""

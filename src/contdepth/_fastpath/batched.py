@@ -1,0 +1,75 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._custom_types import Args
+from .._fields.mlp import MLPField
+from .._models.euler import EulerResNet
+from .euler_mlp import euler_mlp_batched, EulerMLPConfig
+
+
+try:  # the default `final_activation` of `eqx.nn.MLP` (the identity)
+    from equinox.nn._mlp import _identity as _EQX_IDENTITY
+except ImportError:  # pragma: no cover - a future equinox; the fast path then stays off
+    _EQX_IDENTITY = None
+
+
+def _has_arrays(tree) -> bool:
+    return len(jax.tree.leaves(eqx.filter(tree, eqx.is_array))) > 0
+
+
+def _euler_mlp_config(model, ys, args) -> EulerMLPConfig | None:
+    """The static configuration if `model` on `ys` can take the fused path."""
+    if type(model) is not EulerResNet or type(model.field) is not MLPField:
+        return None
+    mlp = model.field.mlp
+    if args is not None or mlp.depth == 0 or getattr(mlp, "scan", False):
+        return None
+    if _EQX_IDENTITY is None or mlp.final_activation is not _EQX_IDENTITY:
+        return None
+    if _has_arrays(mlp.activation):  # learnt activations: keep the generic path
+        return None
+    if ys.ndim != 2 or ys.shape[1] != model.field.dim:
+        return None
+    dtypes = {ys.dtype} | {leaf.dtype for leaf in jax.tree.leaves(eqx.filter(mlp, eqx.is_array))}
+    if len(dtypes) != 1 or not jnp.issubdtype(ys.dtype, jnp.floating):
+        return None
+    return EulerMLPConfig(
+        num_steps=model.num_steps,
+        step_size=model.step_size,
+        activation=mlp.activation,
+        time_dependent=model.field.time_dependent,
+    )
+
+
+def batched_apply(
+    model, ys: Float[Array, "batch *state"], args: Args = None
+) -> Float[Array, "batch *state"]:
+    """`jax.vmap(model)(ys)`, through a fused batched implementation where one exists.
+
+    Currently fused: [`contdepth.EulerResNet`][] on an [`contdepth.MLPField`][] (any
+    fixed activation, time-dependent or not, `args=None`, one dtype throughout). Its
+    backward pass is a hand-written exact VJP whose matrix products are all in the
+    layout the CPU GEMM kernels want (see `contdepth/_fastpath/euler_mlp.py`), about
+    twice as fast as `jax.grad` through `jax.vmap(model)` on CPU. It supports
+    reverse mode (`jax.grad`, `jax.vjp`) only; for forward mode (`jax.jvp`,
+    `jax.jacfwd`) call `jax.vmap(model)` directly. Every other model falls back to
+    `jax.vmap(model)`, with identical results.
+
+    **Arguments:**
+
+    - `model`: a single-sample model `model(y, args) -> y_out`.
+    - `ys`: a batch of states, batch axis first.
+    - `args`: forwarded to the model (the fused path needs `args=None`).
+
+    **Returns:**
+
+    The batch of outputs, same shape and dtype as `ys`.
+    """
+    config = _euler_mlp_config(model, ys, args)
+    if config is None:
+        return jax.vmap(lambda y: model(y, args))(ys)
+    model.check_state(ys[0], "ys[i]")
+    layers = tuple((layer.weight, layer.bias) for layer in model.field.mlp.layers)
+    return euler_mlp_batched(config, layers, ys)
