@@ -12,7 +12,7 @@ from jaxtyping import PRNGKeyArray
 from tqdm.auto import tqdm
 
 from .._custom_types import Args, State
-from .._distributed.mesh import resolve_mesh, shard_batch
+from .._distributed.mesh import batch_sharding, replicated, resolve_mesh, shard_batch
 from .._fields.base import AbstractVectorField
 from .._fields.coupled import CoupledField
 from .._jacobian._common import check_choice, with_autodiff_mode
@@ -277,29 +277,45 @@ def depth_sweep(
 
     ref_norm = None
 
-    def measure(model, ref, ref_out, k):
+    # Adaptive solves (`while` loops) run on one device: XLA:CPU with several host
+    # devices was seen to deadlock intermittently on sharded programs containing them.
+    # Everything else (every depth N of every family) is split over the mesh.
+    ys_local = ys if mesh is None else jax.device_put(ys, mesh.devices.flat[0])
+
+    def measure(model, ref, ref_out, k, sharded=True):
+        m = mesh if sharded else None
+        z = ys if sharded else ys_local
+        if mesh is not None:  # place every operand explicitly: no mixed placements
+            place = replicated(mesh) if sharded else mesh.devices.flat[0]
+            model = eqx.filter_shard(model, place)
+            if sharded and ref is not None:
+                if isinstance(ref, jax.Array):
+                    ref = jax.device_put(ref, batch_sharding(mesh))
+                else:
+                    ref = eqx.filter_shard(ref, replicated(mesh))
+                ref_out = jax.device_put(ref_out, batch_sharding(mesh))
         if method == "dense":
-            smax, smin, dist, err, jac = _dense_point(model, ys, ref, ref_out, args, mesh)
+            smax, smin, dist, err, jac = _dense_point(model, z, ref, ref_out, args, m)
         else:
             smax, smin, dist, err, jac = _matrix_free_point(
-                model, ys, ref, ref_out, ref_norm, args, k, mesh
+                model, z, ref, ref_out, ref_norm, args, k, m
             )
         return np.asarray(smax), np.asarray(smin), np.asarray(dist), np.asarray(err), jac
 
     k_ode, k_plain, k_branch, k_lanczos = jr.split(key, 4)
     if method == "dense":
-        _, _, _, _, ref_jac = measure(ode, None, None, k_ode)
+        _, _, _, _, ref_jac = measure(ode, None, None, k_ode, sharded=False)
         ref_sv = jax.vmap(lambda j: jnp.linalg.svd(j, compute_uv=False))(ref_jac)
         ref_smax, ref_smin = np.asarray(ref_sv[:, 0]), np.asarray(ref_sv[:, -1])
         ref = ref_jac
     else:
-        ref_smax, ref_smin, _, _, _ = measure(ode, None, None, k_ode)
+        ref_smax, ref_smin, _, _, _ = measure(ode, None, None, k_ode, sharded=False)
         ref = with_autodiff_mode(ode, "both")
         ref_norm = jnp.asarray(ref_smax)
-    ref_out = eqx.filter_jit(lambda z: _per_sample(lambda y_: ode(y_, args), mesh, z))(ys)
+    ref_out = eqx.filter_jit(lambda z: jax.vmap(lambda y_: ode(y_, args))(z))(ys_local)
     ode_steps = eqx.filter_jit(
-        lambda z: _per_sample(lambda y_: ode.solve(y_, args).stats["num_steps"], mesh, z)
-    )(ys)
+        lambda z: jax.vmap(lambda y_: ode.solve(y_, args).stats["num_steps"])(z)
+    )(ys_local)
     if not np.all(np.isfinite(np.asarray(ref_out))):
         raise RuntimeError(
             "The reference Neural ODE solve failed (non-finite result; with throw=False "
@@ -358,7 +374,9 @@ def depth_sweep(
         record("unscaled", smax, smin)
         bar.update()
         if vector_state:
-            traced = method == "dense"  # one compile for all N (forward mode only)
+            # One compile for all N (a traced trip count, forward mode only) -- except
+            # under a mesh, where loops stay static scans (see `ys_local` above).
+            traced = method == "dense" and mesh is None
             kn = jr.fold_in(k_plain, n)
             smax, smin, *_ = measure(random_stack("plain", kn, n, traced=traced), None, None, kl)
             record("plain", smax, smin)
