@@ -68,8 +68,12 @@ def test_every_workload_wrote_json(quick_run):
 def test_correctness_checks_ran_and_passed(quick_run):
     out, _ = quick_run
     for name in MUST_CHECK:
-        checks = json.loads((out / f"{name}.json").read_text())["checks"]
-        assert checks, f"{name}: no correctness check ran"
+        result = json.loads((out / f"{name}.json").read_text())
+        checks = result["checks"]
+        # Without torch, a workload whose only comparison is against PyTorch has no
+        # check to run; it must then say so in its notes.
+        torch_missing = any("torch" in n.lower() for n in result.get("notes", []))
+        assert checks or torch_missing, f"{name}: no correctness check ran"
         for check in checks:
             assert check["passed"], check
             assert check["max_abs_err"] <= check["atol"] + check["rtol"] * check["max_abs_ref"]
