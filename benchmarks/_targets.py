@@ -98,4 +98,11 @@ def evaluate(results: dict) -> list[dict]:
         ratio = last["compile_s (median)"] / first["compile_s (median)"]
         out.append(_entry(f"compile time flat in N: N={last['N']} within 1.3x of N={first['N']}",
                           f"{ratio:.2f}x", ratio <= 1.3))
+    for program in ("forward", "forward+gradient"):
+        ode = [r for r in _rows(results, "compile")
+               if r["impl"] == "cd.NeuralODE" and r.get("program") == program]
+        if ode:
+            ratio = ode[0]["vs diffrax"]
+            out.append(_entry(f"cd.NeuralODE {program} compile within 1.2x of diffrax",
+                              f"{ratio:.2f}x", ratio <= 1.2))
     return out

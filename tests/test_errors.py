@@ -63,11 +63,8 @@ def test_bad_fields():
         cd.PiecewiseField([], 1.0)
     with pytest.raises(TypeError, match=r"`fields` must be a list or tuple"):
         cd.PiecewiseField(cd.MLPField(2, 4, 1, key=jr.PRNGKey(0)), 1.0)
-    with pytest.raises(ValueError, match=r"`fields\[1\]` differs in structure"):
-        cd.PiecewiseField(
-            [cd.MLPField(2, 4, 1, key=jr.PRNGKey(0)), cd.MLPField(2, 5, 1, key=jr.PRNGKey(0))],
-            1.0,
-        )
+    with pytest.raises(TypeError, match=r"`fields\[1\]` must be a vector field"):
+        cd.PiecewiseField([cd.MLPField(2, 4, 1, key=jr.PRNGKey(0)), "mlp"], 1.0)
     with pytest.raises(ValueError, match=r"`matrix` must be square"):
         cd.LinearField(jnp.ones((2, 3)))
     with pytest.raises(TypeError, match=r"`matrix` must have a floating-point dtype"):
@@ -76,8 +73,13 @@ def test_bad_fields():
         cd.ConvField(2, width=3, kernel_size=2, key=jr.PRNGKey(0))
     with pytest.raises(ValueError, match=r"`dim` \(6\) must be divisible by `num_heads` \(4\)"):
         cd.AttentionField(6, num_heads=4, key=jr.PRNGKey(0))
-    with pytest.raises(TypeError, match=r"`field` must be a contdepth vector field"):
-        cd.EulerResNet(lambda t, y, a: y, 4, 1.0)
+    with pytest.raises(TypeError, match=r"`field` must be a vector field: any callable"):
+        cd.EulerResNet("mlp", 4, 1.0)
+    euler = cd.EulerResNet(lambda t, y, a: y, 4, 1.0)
+    with pytest.raises(TypeError, match=r"got the depth model EulerResNet.*`model.field`"):
+        cd.NeuralODE(euler, 1.0)
+    with pytest.raises(ValueError, match=r"vector field lambda returned shape \(2,\)"):
+        cd.EulerResNet(lambda t, y, a: y[:2], 4, 1.0)(jnp.ones(3))
 
 
 def test_bad_baselines(field):

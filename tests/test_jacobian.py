@@ -51,6 +51,16 @@ def test_step_jacobian_product_equals_jacobian(kind, getkey):
     np.testing.assert_allclose(product, jac, rtol=0, atol=1e-10 * np.max(np.abs(jac)))
 
 
+@pytest.mark.parametrize("kind", ["plain", "highway", "scaled"])
+def test_layer_jacobians_of_any_discrete_model(kind, getkey):
+    model, y = make_model(kind, getkey())
+    product = jnp.eye(3)
+    for s in cd.step_jacobians(model, y):
+        product = s @ product
+    jac = cd.jacobian(model, y)
+    np.testing.assert_allclose(product, jac, rtol=0, atol=1e-12 * np.max(np.abs(jac)))
+
+
 def test_jacobian_under_vmap_and_jit(getkey):
     model, _ = make_model("euler", getkey())
     ys = jr.normal(getkey(), (4, 3))
@@ -132,8 +142,8 @@ def test_bad_jacobian_inputs(getkey):
         cd.extreme_singular_values(model, y, 4, key=getkey())
     with pytest.raises(ValueError, match="square"):
         cd.extreme_singular_values(lambda x, args=None: x[:2], y, 1, key=getkey())
-    with pytest.raises(TypeError, match="`euler_model`"):
-        cd.step_jacobians(cd.PlainNet(3, 2, key=getkey()), y)
+    with pytest.raises(TypeError, match="`model` must be a discrete depth model"):
+        cd.step_jacobians(lambda y, args=None: y, y)
     with pytest.raises(TypeError, match="`key`"):
         cd.extreme_singular_values(model, y, 1, key=3)
 

@@ -148,7 +148,7 @@ def delete_block(net, k):
         keep = np.array([i for i in range(depth) if i != k])
         return eqx.tree_at(lambda m: (m.body.weights, m.body.biases), net,
                            (net.body.weights[keep], net.body.biases[keep]))
-    last = lambda m: m.body.field.stacked.mlp.layers[-1]
+    last = lambda m: m.body.field.pieces.mlp.layers[-1]
     return eqx.tree_at(lambda m: (last(m).weight, last(m).bias), net,
                        (last(net).weight.at[k].set(0.0), last(net).bias.at[k].set(0.0)))
 

@@ -18,6 +18,7 @@ from ._fields.conv import ConvField as ConvField
 from ._fields.linear import LinearField as LinearField
 from ._fields.mlp import MLPField as MLPField
 from ._fields.piecewise import PiecewiseField as PiecewiseField
+from ._fields.protocol import lipschitz_bound as lipschitz_bound
 from ._models.base import (
     AbstractDepthModel as AbstractDepthModel,
     AbstractDiscreteDepthModel as AbstractDiscreteDepthModel,

@@ -5,6 +5,7 @@ import jax
 from jaxtyping import Array, Float
 
 from ._custom_types import Args
+from ._fields.protocol import ARGS_UNKNOWN
 from ._models.base import AbstractDepthModel
 from ._validation import check_float_array
 
@@ -27,32 +28,40 @@ def _check_logits(logits) -> None:
         )
 
 
+def _check_body_state(body, state, args=ARGS_UNKNOWN) -> None:
+    if isinstance(body, AbstractDepthModel):
+        body.check_state(state, "encoder(x)", args)
+    elif callable(getattr(body, "check_state", None)):
+        body.check_state(state, "encoder(x)")
+
+
 class Classifier(eqx.Module):
     """Features to logits: `readout(body(encoder(x)))` for one sample.
 
     `body` is any depth model ([`contdepth.EulerResNet`][], [`contdepth.NeuralODE`][],
-    [`contdepth.PlainNet`][], ...), so models can be swapped and compared at equal
-    encoder and readout.
+    [`contdepth.PlainNet`][], ..., or any single-sample callable `body(y, args)`), so
+    models can be swapped and compared at equal encoder and readout.
     """
 
     encoder: Callable
-    body: AbstractDepthModel
+    body: Callable
     readout: Callable
 
-    def __init__(self, encoder: Callable, body: AbstractDepthModel, readout: Callable):
+    def __init__(self, encoder: Callable, body: Callable, readout: Callable):
         """**Arguments:**
 
         - `encoder`: a module mapping one feature vector to one state of `body`
             (e.g. `eqx.nn.Linear(num_features, dim, key=...)`).
-        - `body`: the depth model.
+        - `body`: the depth model: a contdepth model or any callable `body(y, args)`
+            mapping one state to one state.
         - `readout`: a module mapping one state to logits of shape `(num_classes,)`.
         """
         if not callable(encoder):
             raise TypeError(f"`encoder` must be callable, got {type(encoder).__name__}.")
-        if not isinstance(body, AbstractDepthModel):
+        if not callable(body):
             raise TypeError(
-                "`body` must be a contdepth depth model (e.g. `cd.EulerResNet`), got "
-                f"{type(body).__name__}."
+                "`body` must be a depth model (e.g. `cd.EulerResNet`, or any callable "
+                f"`body(y, args)`), got {type(body).__name__}."
             )
         if not callable(readout):
             raise TypeError(f"`readout` must be callable, got {type(readout).__name__}.")
@@ -61,7 +70,7 @@ class Classifier(eqx.Module):
         if isinstance(encoder, eqx.nn.Linear) and encoder.in_features != "scalar":
             x = jax.ShapeDtypeStruct((encoder.in_features,), encoder.weight.dtype)
             state = eqx.filter_eval_shape(encoder, x)
-            body.check_state(state, "encoder(x)")
+            _check_body_state(body, state)
             _check_readout(readout, state)
             _check_logits(eqx.filter_eval_shape(readout, state))
         self.encoder = encoder
@@ -93,7 +102,7 @@ class Classifier(eqx.Module):
                     f"vector of shape ({enc.in_features},) (no batch axis: use `jax.vmap`)."
                 )
         state = self.encoder(x)
-        self.body.check_state(state, "encoder(x)")
+        _check_body_state(self.body, state, args)
         _check_readout(self.readout, state)
         logits = self.readout(self.body(state, args))
         _check_logits(logits)

@@ -1,30 +1,37 @@
 import math
+from collections.abc import Callable
 
 import diffrax
 import equinox as eqx
+import equinox.internal as eqxi
+import jax.lax as lax
 import jax.numpy as jnp
+from diffrax._adjoint import _only_transpose_ys
 from jaxtyping import Array, Int
 
 from .._custom_types import Args, State
-from .._fields.base import AbstractVectorField
+from .reversible_loop import check_supported, heun_inverse, loop_reversible
 from .reversible_scan import reversible_scan, run_inverse
 
 
 class ReversibleAdjoint(diffrax.AbstractAdjoint):
-    """Exact, O(1)-memory backpropagation for [`contdepth.NeuralODE`][] with
-    `solver=diffrax.ReversibleHeun()` and fixed steps `dt0`.
+    """Exact, O(1)-memory backpropagation through `diffrax.ReversibleHeun` with
+    constant steps: pass it as `adjoint=` to [`diffrax.diffeqsolve`][] or to
+    [`contdepth.NeuralODE`][].
 
     Reversible Heun is algebraically reversible: with state `(y_k, yhat_k, f_k)`,
     `f_k = F(t_k, yhat_k)`, one step is
     `yhat_{k+1} = 2 y_k - yhat_k + h f_k`, `f_{k+1} = F(t_{k+1}, yhat_{k+1})`,
     `y_{k+1} = y_k + h (f_k + f_{k+1}) / 2`, and it is undone in closed form:
     `yhat_k = 2 y_{k+1} - yhat_{k+1} - h f_{k+1}`, `f_k = F(t_k, yhat_k)`,
-    `y_k = y_{k+1} - h (f_k + f_{k+1}) / 2`. The backward pass walks back from the final
-    state rebuilding each step and pulls the cotangent through that step's vjp: the
-    gradient of the discrete solve, exact up to round-off, with memory constant in the
-    number of steps. (The forward step is diffrax's own `ReversibleHeun.step`.)
+    `y_k = y_{k+1} - h (f_k + f_{k+1}) / 2`. The forward pass is diffrax's own solve,
+    storing nothing; the backward pass walks back from the final state rebuilding each
+    step (at the very times the forward pass used) and pulls the cotangent through that
+    step's vjp: the gradient of the discrete solve, equal to that of
+    `diffrax.RecursiveCheckpointAdjoint()` up to round-off, with memory constant in the
+    number of steps.
 
-    The three ways to differentiate a `NeuralODE`:
+    The three ways to differentiate a `NeuralODE` or a `diffeqsolve`:
 
     | adjoint | gradient | memory in `N` steps |
     |---|---|---|
@@ -32,15 +39,24 @@ class ReversibleAdjoint(diffrax.AbstractAdjoint):
     | `diffrax.BacksolveAdjoint()` | approximate: solves the continuous adjoint ODE backwards, error `O(h^p)` plus backward-solve drift | `O(1)` |
     | `contdepth.ReversibleAdjoint()` | exact (discretise-then-optimise) | `O(1)` |
 
-    Only `NeuralODE.__call__` (the final state) takes the reversible path. `solve`,
-    `trajectory` and a direct `diffrax.diffeqsolve(..., adjoint=ReversibleAdjoint())`
-    fall back to checkpointed backprop: the same numbers and exact gradients, without
-    the O(1) memory. The reversible path is reverse mode only (a `jax.custom_vjp`):
-    `cd.jacobian(..., mode="fwd")` swaps in `diffrax.ForwardMode()` by itself, a bare
-    `jax.jacfwd(model)` raises `TypeError`. As for the discrete reversible models, the
-    backward pass checks the rebuilt initial state against the true one and raises if
-    they differ by more than `sqrt(eps)` (measured drift: ~1e-16 in float64, ~4e-8 in
-    float32, flat in `N` up to 4096 on a tanh MLP field).
+    Supported: `solver=diffrax.ReversibleHeun()`, `stepsize_controller=
+    diffrax.ConstantStepSize()` with `dt0` (when `dt0` does not divide `t1 - t0`,
+    diffrax's own shortened steps are rebuilt exactly), one `diffrax.ODETerm`,
+    `saveat=diffrax.SaveAt(t1=True)` or `SaveAt(t0=True, t1=True)`, no `event`.
+    Anything else raises a `ValueError`/`NotImplementedError` at trace time; use
+    `diffrax.RecursiveCheckpointAdjoint()` there. Gradients flow to `y0`, to the
+    floating-point arrays of `args` and of the term (the field's parameters), not to
+    `t0`, `t1`, `dt0` or values closed over by the field (JAX then raises, as for
+    `diffrax.BacksolveAdjoint`).
+
+    This is reverse mode only (a custom VJP): `jax.jvp`/`jax.jacfwd` through it fail
+    with JAX's own `TypeError: can't apply forward-mode autodiff (jvp) to a custom_vjp
+    function`; use `adjoint=diffrax.ForwardMode()` for forward mode
+    (`cd.jacobian(..., mode="fwd")` swaps it in by itself for a `NeuralODE`). As for
+    the discrete reversible models, the backward pass checks the rebuilt initial state
+    against the true one and raises if they differ by more than `sqrt(eps)` (measured
+    drift: ~1e-16 in float64, ~4e-8 in float32, flat in `N` up to 4096 on a tanh MLP
+    field).
 
     References: Kidger, Foster, Li & Lyons 2021, "Efficient and Accurate Gradients for
     Neural SDEs" (reversible Heun and its reversible adjoint); McCallum & Foster 2024,
@@ -48,87 +64,96 @@ class ReversibleAdjoint(diffrax.AbstractAdjoint):
     "Neural Ordinary Differential Equations" (the backsolve adjoint).
     """
 
-    def loop(self, **kwargs):
-        return diffrax.RecursiveCheckpointAdjoint().loop(**kwargs)
+    def loop(
+        self,
+        *,
+        args,
+        terms,
+        solver,
+        stepsize_controller,
+        event,
+        saveat,
+        init_state,
+        passed_solver_state,
+        passed_controller_state,
+        **kwargs,
+    ):
+        """Run the solve for `diffrax.diffeqsolve`, with the O(1)-memory reversible
+        backward pass attached.
 
-    def check(self, solver, horizon: float, dt0: float | None) -> int:
-        """Check that a `NeuralODE` can use this adjoint; return the number of steps."""
+        **Arguments:** those of `diffrax.AbstractAdjoint.loop`, passed by
+        `diffrax.diffeqsolve`.
+
+        **Returns:**
+
+        `(final_state, aux_stats)` of diffrax's own loop; only the saved `ys` carry
+        gradients.
+
+        Raises `ValueError`/`NotImplementedError` at trace time for a configuration the
+        reversible backward pass cannot undo (see the class docstring).
+        """
+        # A given solver state is differentiated like `y0`; were it not a reversible
+        # Heun state of `y0` (`vf0 != F(t0, yhat0)`), the drift check would fire.
+        del passed_solver_state
+        check_supported(solver, stepsize_controller, terms, saveat, event)
+        y, solver_state = init_state.y, init_state.solver_state
+        # `y` and `solver_state` travel as the differentiated argument (the solver
+        # state is `(y0, F(t0, y0))`, computed from `y0`, `args` and `terms` outside
+        # this loop; its cotangent is handed back to that computation). The rest of
+        # `init_state` (times, step counter) must not be differentiated.
+        init_state = eqx.tree_at(
+            lambda s: (s.y, s.solver_state), init_state, (object(), object())
+        )
+        nondiff = (
+            eqxi.nondifferentiable(
+                init_state.controller_state,
+                name="When using `adjoint=cd.ReversibleAdjoint()`, `controller_state`",
+            )
+            if passed_controller_state
+            else lax.stop_gradient(init_state.controller_state)
+        )
+        init_state = eqx.tree_at(lambda s: s.controller_state, init_state, nondiff)
+        final_state, aux_stats = loop_reversible(
+            (y, solver_state, args, terms),
+            self=self,
+            solver=solver,
+            stepsize_controller=stepsize_controller,
+            event=event,
+            saveat=saveat,
+            init_state=init_state,
+            **kwargs,
+        )
+        return _only_transpose_ys(final_state), aux_stats
+
+    def check(self, solver, dt0: float | None, stepsize_controller=None) -> None:
+        """Check at construction that a `NeuralODE` with these options can use this
+        adjoint (`loop` checks everything again at trace time)."""
         if not isinstance(solver, diffrax.ReversibleHeun):
             raise ValueError(
                 "`adjoint=cd.ReversibleAdjoint()` needs an algebraically reversible "
                 f"solver: pass `solver=diffrax.ReversibleHeun()`, got "
                 f"{type(solver).__name__}."
             )
-        if dt0 is None:
-            raise ValueError(
-                "`adjoint=cd.ReversibleAdjoint()` needs fixed steps: pass `dt0=` (a step "
-                "size dividing `horizon`), e.g. `dt0=horizon / 64`."
-            )
-        num_steps = max(1, round(horizon / dt0))
-        if not math.isclose(num_steps * dt0, horizon, rel_tol=1e-9):
-            raise ValueError(
-                f"`adjoint=cd.ReversibleAdjoint()` needs `dt0` to divide `horizon` into "
-                f"whole steps, got horizon={horizon}, dt0={dt0} (ratio "
-                f"{horizon / dt0}). Use e.g. dt0={horizon / num_steps}."
-            )
-        return num_steps
-
-    def solve_final(
-        self,
-        field: AbstractVectorField,
-        solver: diffrax.ReversibleHeun,
-        horizon: float,
-        dt0: float,
-        y: State,
-        args: Args = None,
-        *,
-        throw: bool = True,
-    ) -> State:
-        """`y(horizon)` by reversible Heun on `[0, horizon]` with `horizon / dt0`
-        steps, differentiable in reverse mode with O(1) memory.
-
-        **Arguments:**
-
-        - `field`: the vector field `F(t, y, args)`.
-        - `solver`: a `diffrax.ReversibleHeun()`.
-        - `horizon`, `dt0`: the final time and the (fixed) step size.
-        - `y`: the initial state.
-        - `args`: forwarded to the field.
-        - `throw`: raise an `EquinoxRuntimeError` if the final state is NaN/inf
-            (otherwise it is returned as is).
-
-        **Returns:**
-
-        The final state, same shape and dtype as `y`.
-        """
-        num_steps = self.check(solver, horizon, dt0)
-        term = diffrax.ODETerm(field)
-        t0 = jnp.zeros((), dtype=y.dtype)
-        yhat, vf = solver.init(term, t0, t0, y, args)
-        operands = (field, solver, args, horizon / num_steps)
-        y_final, _, _ = reversible_scan(
-            _step, _inverse_step, operands, (y, yhat, vf), num_steps
+        constant = stepsize_controller is None or isinstance(
+            stepsize_controller, diffrax.ConstantStepSize
         )
-        if throw:
-            y_final = eqx.error_if(y_final, ~jnp.all(jnp.isfinite(y_final)), _NONFINITE)
-        return y_final
-
-
-_NONFINITE = (
-    "NeuralODE (ReversibleHeun, adjoint=ReversibleAdjoint): the final state is NaN or "
-    "inf. The fixed step dt0 may be too large for this field (reversible Heun is only "
-    "stable for small h * Lip(F)): decrease dt0, or pass throw=False to get NaN back."
-)
+        if dt0 is None or not constant:
+            raise ValueError(
+                "`adjoint=cd.ReversibleAdjoint()` needs fixed steps: pass `dt0=` (e.g. "
+                "`dt0=horizon / 64`) and no adaptive `stepsize_controller`."
+            )
 
 
 def roundtrip(
-    field: AbstractVectorField, horizon: float, dt0: float, y: State, args: Args = None
+    field: Callable, horizon: float, dt0: float, y: State, args: Args = None
 ) -> State:
     """`y_0` rebuilt from the reversible Heun state at `horizon` by the inverse steps
     (the activations the reversible adjoint's backward pass walks through); compare
     with `y` to measure the reconstruction drift."""
     solver = diffrax.ReversibleHeun()
-    num_steps = ReversibleAdjoint().check(solver, horizon, dt0)
+    num_steps = max(1, round(horizon / dt0))
+    if not math.isclose(num_steps * dt0, horizon, rel_tol=1e-9):
+        raise ValueError(f"`dt0` must divide `horizon`, got {dt0} and {horizon}.")
     term = diffrax.ODETerm(field)
     t0 = jnp.zeros((), dtype=y.dtype)
     operands = (field, solver, args, horizon / num_steps)
@@ -156,10 +181,7 @@ def _step(operands, k, z):
 
 def _inverse_step(operands, k, z):
     field, _, args, h = operands
-    y1, yhat1, vf1 = z
-    t0, t1 = _times(h, k, y1.dtype)
-    dt = t1 - t0
-    yhat = 2 * y1 - yhat1 - dt * vf1
-    vf = field(t0, yhat, args)
-    y = y1 - 0.5 * dt * (vf + vf1)
-    return y, yhat, vf
+    t0, t1 = _times(h, k, z[0].dtype)
+    return heun_inverse(diffrax.ODETerm(field), t0, t1, args, z)
+
+

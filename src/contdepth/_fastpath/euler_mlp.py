@@ -26,6 +26,8 @@ import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
+from .._step_rule import residual_update, step_time
+
 
 @dataclasses.dataclass(frozen=True)
 class EulerMLPConfig:
@@ -54,8 +56,7 @@ def _step_inputs(config, ys, k):
     """The first layer's input `[y, t_k]` (or `y`), batched: `(batch, in)`."""
     if not config.time_dependent:
         return ys
-    h = jnp.asarray(config.step_size, dtype=ys.dtype)
-    t = k.astype(ys.dtype) * h
+    t = step_time(k, jnp.asarray(config.step_size, dtype=ys.dtype))
     return jnp.concatenate([ys, jnp.broadcast_to(t, (ys.shape[0], 1))], axis=1)
 
 
@@ -79,7 +80,7 @@ def _scan_forward(config, layers, ys, keep):
 
     def body(y, k):
         out, pre = _mlp_forward(config, layers, _step_inputs(config, y, k))
-        y_next = y + h * out.astype(y.dtype)
+        y_next = residual_update(y, h, out.astype(y.dtype))
         return y_next, ((y, pre) if keep else None)
 
     return lax.scan(body, ys, jnp.arange(config.num_steps))

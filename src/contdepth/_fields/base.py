@@ -1,7 +1,6 @@
 import abc
 
 import equinox as eqx
-from jaxtyping import Array, Float
 
 from .._custom_types import Args, RealScalarLike, State
 
@@ -14,7 +13,16 @@ class AbstractVectorField(eqx.Module):
     `diffrax.ODETerm` / [`contdepth.NeuralODE`][] (an adaptive solve: its continuous
     limit) unchanged.
 
-    Subclasses implement `__call__`, `check_state` and `lipschitz_bound`.
+    Subclassing is optional: contdepth accepts any callable `f(t, y, args)` as a field
+    (a function, `functools.partial`, any `eqx.Module`), as `diffrax.ODETerm` does.
+    Subclasses implement `__call__` and may add the optional capabilities that
+    contdepth discovers (see `contdepth/_fields/protocol.py`):
+
+    - `check_state(y, name)`: raise a `ValueError` naming `name` if `y` is not a state
+        this field accepts (runs at trace time, on shapes only);
+    - `lipschitz_bound()`: an upper bound on the Lipschitz constant of
+        `y -> F(t, y, args)`, uniform in `t` (see [`contdepth.lipschitz_bound`][]);
+    - `jump_times(dtype)`: the times at which the field is discontinuous in `t`.
     """
 
     @abc.abstractmethod
@@ -28,20 +36,4 @@ class AbstractVectorField(eqx.Module):
         **Returns:**
 
         `dy/dt`, an array of the same shape and dtype as `y`.
-        """
-
-    @abc.abstractmethod
-    def check_state(self, y: State, name: str = "y") -> None:
-        """Raise a `ValueError` naming `name` if `y` is not a state this field accepts.
-
-        Runs at trace time (shapes are static), so it is free under `jit`.
-        """
-
-    @abc.abstractmethod
-    def lipschitz_bound(self) -> Float[Array, ""]:
-        """An upper bound on the Lipschitz constant of `y -> F(t, y, args)`, uniform in
-        `t`, computed from the weights (spectral norms). `inf` where none exists.
-
-        Used for the Grönwall bound `||dy_N/dy_0|| <= (1 + hL)^N <= exp(LT)` and for
-        the provably non-expansive [`contdepth.ScaledResidualNet`][].
         """

@@ -1,9 +1,12 @@
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._custom_types import Args, RealScalarLike, State
 from .base import AbstractVectorField
+from .protocol import check_field_state, lipschitz_bound
 
 
 class CoupledField(AbstractVectorField):
@@ -11,12 +14,13 @@ class CoupledField(AbstractVectorField):
     `dy1/dt = F_a(t, y2)`, `dy2/dt = F_b(t, y1)` (a separable, Hamiltonian-like flow;
     the network is its symplectic-Euler discretisation).
 
-    Its Lipschitz constant is at most `max(L_a, L_b)`: the two halves of the output
-    depend on disjoint halves of the input.
+    `F_a` and `F_b` are any callables `f(t, y_half, args)`. Its Lipschitz constant is at
+    most `max(L_a, L_b)`: the two halves of the output depend on disjoint halves of the
+    input.
     """
 
-    field_a: AbstractVectorField
-    field_b: AbstractVectorField
+    field_a: Callable
+    field_b: Callable
 
     def __call__(self, t: RealScalarLike, y: State, args: Args = None) -> State:
         half = y.shape[-1] // 2
@@ -32,10 +36,8 @@ class CoupledField(AbstractVectorField):
                 "axis in two equal halves, so it must have even size."
             )
         half = jax.ShapeDtypeStruct((*y.shape[:-1], y.shape[-1] // 2), y.dtype)
-        self.field_a.check_state(half, f"{name}[..., half:]")
-        self.field_b.check_state(half, f"{name}[..., :half]")
+        check_field_state(self.field_a, half, name=f"{name}[..., half:]")
+        check_field_state(self.field_b, half, name=f"{name}[..., :half]")
 
     def lipschitz_bound(self) -> Float[Array, ""]:
-        return jnp.maximum(self.field_a.lipschitz_bound(), self.field_b.lipschitz_bound())
-
-
+        return jnp.maximum(lipschitz_bound(self.field_a), lipschitz_bound(self.field_b))

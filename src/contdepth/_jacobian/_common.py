@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Args, State
+from .._fields.protocol import ARGS_UNKNOWN
+from .._models.base import AbstractDepthModel
 from .._models.neural_ode import NeuralODE
 from .._validation import check_callable, check_float_array, check_positive_int
 
@@ -19,14 +21,17 @@ Mode = Literal["fwd", "rev"]
 _BOTH_MODES = (diffrax.DirectAdjoint,)
 
 
-def check_model_and_state(model, y: State, name: str = "model") -> State:
+def check_model_and_state(
+    model, y: State, name: str = "model", args: Args = ARGS_UNKNOWN
+) -> State:
     """`model` must be callable as `model(y, args)`; `y` a floating-point state it
     accepts (checked by its own `check_state` when it has one)."""
     check_callable(name, model)
     check_float_array("y", y)
-    check_state = getattr(model, "check_state", None)
-    if callable(check_state):
-        check_state(y, "y")
+    if isinstance(model, AbstractDepthModel):
+        model.check_state(y, "y", args)
+    elif callable(getattr(model, "check_state", None)):
+        model.check_state(y, "y")
     return y
 
 

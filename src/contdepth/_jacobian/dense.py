@@ -44,7 +44,7 @@ def jacobian(
     round-off.
     """
     check_choice("mode", mode, ("auto", "fwd", "rev"))
-    check_model_and_state(model, y)
+    check_model_and_state(model, y, args=args)
     if mode == "auto":
         mode = "fwd" if np.prod(y.shape) <= np.prod(
             jax.eval_shape(lambda: model(y, args)).shape

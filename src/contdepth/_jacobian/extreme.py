@@ -86,7 +86,7 @@ def extreme_singular_values(
     An [`contdepth.ExtremeSingularValues`][].
     """
     check_choice("which", which, ("both", "largest", "smallest"))
-    check_model_and_state(model, y)
+    check_model_and_state(model, y, args=args)
     check_key("key", key)
     _, _, out_shape = flat_map(model, y, args)
     d = check_square(y, out_shape, "`extreme_singular_values`")

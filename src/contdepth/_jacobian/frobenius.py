@@ -64,7 +64,7 @@ def jacobian_frobenius(
 
     A [`contdepth.FrobeniusEstimate`][] with scalar `estimate` and `standard_error`.
     """
-    check_model_and_state(model, y)
+    check_model_and_state(model, y, args=args)
     check_key("key", key)
     num_probes = check_positive_int("num_probes", num_probes)
     if num_probes < 2:

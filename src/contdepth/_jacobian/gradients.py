@@ -59,7 +59,7 @@ def layer_gradient_norms(
             f"got {type(model).__name__}. A `cd.NeuralODE` has no layers: discretise "
             "its field with `cd.EulerResNet` instead."
         )
-    check_model_and_state(model, y)
+    check_model_and_state(model, y, args=args)
     check_callable("loss_fn", loss_fn)
     out = jax.eval_shape(lambda: loss_fn(model(y, args)))
     if getattr(out, "shape", None) != () or not jnp.issubdtype(out.dtype, jnp.floating):

@@ -1,28 +1,12 @@
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._custom_types import Args, State
 from .._models.base import AbstractDiscreteDepthModel
-from .._models.euler import EulerResNet
 from ._common import check_model_and_state, check_square, flat_map
 from .dense import jacobian
 from .step import step_jacobians
-
-
-def _layer_jacobians(model: AbstractDiscreteDepthModel, y: State, args: Args):
-    """The Jacobians of the layers `y_k -> step(k, y_k)` along the trajectory."""
-    ys = model.trajectory(y, args)[:-1]
-    shape = y.shape
-
-    def layer_jacobian(k, y_k):
-        def fn(x):
-            return jnp.reshape(model.step(k, jnp.reshape(x, shape), args), (-1,))
-
-        return jax.jacfwd(fn)(jnp.reshape(y_k, (-1,)))
-
-    return jax.vmap(layer_jacobian)(jnp.arange(model.num_layers), ys)
 
 
 def log_det_jacobian(model, y: State, *, args: Args = None) -> Float[Array, ""]:
@@ -57,7 +41,7 @@ def log_det_jacobian(model, y: State, *, args: Args = None) -> Float[Array, ""]:
 
     A scalar, `log|det J|`.
     """
-    check_model_and_state(model, y)
+    check_model_and_state(model, y, args=args)
     _, _, out_shape = flat_map(model, y, args)
     check_square(y, out_shape, "`log_det_jacobian`")
     return _log_det(model, y, args)
@@ -65,10 +49,8 @@ def log_det_jacobian(model, y: State, *, args: Args = None) -> Float[Array, ""]:
 
 @eqx.filter_jit
 def _log_det(model, y, args):
-    if isinstance(model, EulerResNet):
+    if isinstance(model, AbstractDiscreteDepthModel):
         factors = step_jacobians(model, y, args=args)
-    elif isinstance(model, AbstractDiscreteDepthModel):
-        factors = _layer_jacobians(model, y, args)
     else:
         factors = jacobian(model, y, args=args)[None]
     _, logabsdet = jnp.linalg.slogdet(factors)

@@ -1,4 +1,4 @@
-from typing import Literal
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -7,30 +7,10 @@ import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._custom_types import Args, State
-from .._fields.base import AbstractVectorField
-from .._models._checks import check_field
+from .._fields.protocol import check_field, check_field_state
+from .._step_rule import Method, METHODS, rk_step, step_time
 from .._validation import check_key, check_positive_float, check_positive_int
 from ._common import check_choice, check_k
-
-
-Method = Literal["euler", "heun", "midpoint", "rk4"]
-METHODS = ("euler", "heun", "midpoint", "rk4")
-
-
-def explicit_step(method: str, field, t, y, h, args):
-    """One step of an explicit Runge-Kutta method on `dy/dt = field(t, y, args)`."""
-    if method == "euler":
-        return y + h * field(t, y, args)
-    k1 = field(t, y, args)
-    if method == "heun":
-        k2 = field(t + h, y + h * k1, args)
-        return y + (h / 2) * (k1 + k2)
-    if method == "midpoint":
-        return y + h * field(t + h / 2, y + (h / 2) * k1, args)
-    k2 = field(t + h / 2, y + (h / 2) * k1, args)
-    k3 = field(t + h / 2, y + (h / 2) * k2, args)
-    k4 = field(t + h, y + h * k3, args)
-    return y + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
 class LyapunovQRState(eqx.Module):
@@ -61,21 +41,21 @@ class LyapunovQR(eqx.Module):
     Lyapunov exponents for continuous dynamical systems", SIAM J. Numer. Anal. 34.
     """
 
-    field: AbstractVectorField
+    field: Callable
     step_size: float = eqx.field(static=True)
     num_exponents: int = eqx.field(static=True)
     method: str = eqx.field(static=True)
 
     def __init__(
         self,
-        field: AbstractVectorField,
+        field: Callable,
         step_size: float,
         num_exponents: int,
         method: Method = "euler",
     ):
         """**Arguments:**
 
-        - `field`: the vector field `F(t, y, args)`.
+        - `field`: the vector field `F(t, y, args)` (any callable).
         - `step_size`: the step `h > 0`.
         - `num_exponents`: the frame size `k`; checked against the state dimension in
             `init`.
@@ -99,7 +79,7 @@ class LyapunovQR(eqx.Module):
 
         The initial [`contdepth.LyapunovQRState`][].
         """
-        self.field.check_state(y0, "y0")
+        check_field_state(self.field, y0, name="y0")
         d = y0.size
         k = check_k(self.num_exponents, d, "num_exponents")
         frame, _ = jnp.linalg.qr(jr.normal(key, (d, k), dtype=y0.dtype))
@@ -125,11 +105,10 @@ class LyapunovQR(eqx.Module):
         y = state.y
         shape, dtype = y.shape, y.dtype
         h = jnp.asarray(self.step_size, dtype=dtype)
-        t = state.step_index.astype(dtype) * h
+        t = step_time(state.step_index, h)
 
         def flat_step(x):
-            y_next = explicit_step(self.method, self.field, t, x.reshape(shape), h,
-                                   args)
+            y_next = rk_step(self.method, self.field, t, x.reshape(shape), h, args)
             return jnp.reshape(y_next, (-1,))
 
         y_next, push = jax.linearize(flat_step, jnp.reshape(y, (-1,)))
@@ -149,7 +128,7 @@ class LyapunovQR(eqx.Module):
 
 
 def lyapunov_exponents(
-    field: AbstractVectorField,
+    field: Callable,
     y0: State,
     horizon: float,
     *,
@@ -189,7 +168,7 @@ def lyapunov_exponents(
 
     **Arguments:**
 
-    - `field`: the vector field `F(t, y, args)`.
+    - `field`: the vector field `F(t, y, args)`: any callable.
     - `y0`: the initial state (any shape; flattened to `d = prod(y0.shape)`).
     - `horizon`: the final time `T > 0`.
     - `num_steps`: the number of steps `N >= 1`.
@@ -208,7 +187,7 @@ def lyapunov_exponents(
     this approaches descending order as `T` grows.
     """
     check_field("field", field)
-    field.check_state(y0, "y0")
+    check_field_state(field, y0, args, "y0")
     horizon = check_positive_float("horizon", horizon)
     num_steps = check_positive_int("num_steps", num_steps)
     check_choice("method", method, METHODS)

@@ -31,7 +31,7 @@ def jacobian_operator(
     A [`contdepth.NeuralODE`][] is wrapped with `diffrax.DirectAdjoint()` (which
     supports both jvp and vjp) when its own adjoint supports only one of them.
     """
-    check_model_and_state(model, y)
+    check_model_and_state(model, y, args=args)
     model = with_autodiff_mode(model, "both")
     fn, y_flat, _ = flat_map(model, y, args)
     return lx.JacobianLinearOperator(lambda x, _: fn(x), y_flat, None)

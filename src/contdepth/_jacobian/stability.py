@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -5,8 +7,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Complex, Float, Int
 
 from .._custom_types import Args, State
-from .._fields.base import AbstractVectorField
-from .._models._checks import check_field
+from .._fields.protocol import check_field, check_field_state
+from .._step_rule import Method, METHODS, stability_polynomial
 from .._validation import (
     check_nonnegative_float,
     check_positive_float,
@@ -14,18 +16,6 @@ from .._validation import (
     check_real,
 )
 from ._common import check_choice
-from .lyapunov import Method, METHODS
-
-
-# An explicit s-stage Runge-Kutta method of order p = s <= 4 applied to
-# `dy/dt = lambda y` multiplies by the Taylor polynomial of exp of degree p in
-# `z = h lambda`; Heun and the midpoint rule are both order 2.
-_COEFFICIENTS = {
-    "euler": (1.0, 1.0),
-    "heun": (1.0, 1.0, 1 / 2),
-    "midpoint": (1.0, 1.0, 1 / 2),
-    "rk4": (1.0, 1.0, 1 / 2, 1 / 6, 1 / 24),
-}
 
 
 def stability_function(method: Method, z: Complex[ArrayLike, "*shape"]) -> Array:
@@ -45,12 +35,8 @@ def stability_function(method: Method, z: Complex[ArrayLike, "*shape"]) -> Array
     `R(z)`, same shape as `z`.
     """
     check_choice("method", method, METHODS)
-    z = jnp.asarray(z)
-    # Horner's rule, highest coefficient first.
-    out = jnp.zeros_like(z) + _COEFFICIENTS[method][-1]
-    for c in reversed(_COEFFICIENTS[method][:-1]):
-        out = out * z + c
-    return out
+    # From the method's Butcher tableau: R(z) = 1 + sum_j z^j b^T A^(j-1) 1.
+    return stability_polynomial(method, z)
 
 
 class StabilityRegion(eqx.Module):
@@ -192,7 +178,7 @@ class StabilityReport(eqx.Module):
 
 
 def stability_report(
-    field: AbstractVectorField,
+    field: Callable,
     y: State,
     step_size: float,
     method: Method = "euler",
@@ -215,7 +201,7 @@ def stability_report(
 
     **Arguments:**
 
-    - `field`: the vector field `F(t, y, args)`.
+    - `field`: the vector field `F(t, y, args)`: any callable.
     - `y`: the state at which to linearise (flattened to `d = prod(y.shape)`).
     - `step_size`: the step `h > 0` (`horizon / num_steps` of an
         [`contdepth.EulerResNet`][]).
@@ -230,7 +216,7 @@ def stability_report(
     A [`contdepth.StabilityReport`][].
     """
     check_field("field", field)
-    field.check_state(y, "y")
+    check_field_state(field, y, args, "y")
     step_size = check_positive_float("step_size", step_size)
     check_choice("method", method, METHODS)
     if not isinstance(t, jax.core.Tracer):

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from .._custom_types import Args, State
+from .._fields.protocol import ARGS_UNKNOWN
 from .._validation import check_float_array
 
 
@@ -30,8 +31,13 @@ class AbstractDepthModel(eqx.Module):
         """
 
     @abc.abstractmethod
-    def check_state(self, y: State, name: str = "y") -> None:
-        """Raise a clear `TypeError`/`ValueError` if `y` is not a valid input state."""
+    def check_state(self, y: State, name: str = "y", args: Args = ARGS_UNKNOWN) -> None:
+        """Raise a clear `TypeError`/`ValueError` if `y` is not a valid input state.
+
+        Runs at trace time on shapes only. When `args` are given, a model built on a
+        plain callable field also checks that the field returns `dy/dt` of the state's
+        shape and dtype (one `jax.eval_shape`); the model's own calls always pass them.
+        """
 
 
 class AbstractDiscreteDepthModel(AbstractDepthModel):
@@ -51,7 +57,7 @@ class AbstractDiscreteDepthModel(AbstractDepthModel):
         """Apply layer `k` (a traced integer in `[0, num_layers)`) to the state `y`."""
 
     def __call__(self, y: State, args: Args = None) -> State:
-        self.check_state(y)
+        self.check_state(y, args=args)
 
         def body(y, k):
             return self.step(k, y, args), None
@@ -61,7 +67,7 @@ class AbstractDiscreteDepthModel(AbstractDepthModel):
 
     def trajectory(self, y: State, args: Args = None) -> Float[Array, "layers+1 *state"]:
         """All `num_layers + 1` states `y_0, ..., y_N`, stacked along a new first axis."""
-        self.check_state(y)
+        self.check_state(y, args=args)
 
         def body(y, k):
             y_next = self.step(k, y, args)
@@ -76,7 +82,7 @@ class AbstractDiscreteDepthModel(AbstractDepthModel):
         With `deltas = 0` the output equals `self(y)`, and the gradient of a loss with
         respect to `deltas[k]` is exactly `dL/dy_k`: the per-layer gradient profile.
         """
-        self.check_state(y)
+        self.check_state(y, args=args)
         check_float_array("deltas", deltas)
         if deltas.shape != (self.num_layers, *y.shape):
             raise ValueError(

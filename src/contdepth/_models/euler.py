@@ -1,11 +1,13 @@
+from collections.abc import Callable
+
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Int
 
 from .._custom_types import Args, State
-from .._fields.base import AbstractVectorField
+from .._fields.protocol import ARGS_UNKNOWN, check_field, check_field_state
+from .._step_rule import rk_step, step_time
 from .._validation import check_positive_float, check_positive_int
-from ._checks import check_field
 from .base import AbstractDiscreteDepthModel
 
 
@@ -23,14 +25,15 @@ class EulerResNet(AbstractDiscreteDepthModel):
     on Machine Learning via Dynamical Systems".
     """
 
-    field: AbstractVectorField
+    field: Callable
     num_steps: int = eqx.field(static=True)
     horizon: float = eqx.field(static=True)
 
-    def __init__(self, field: AbstractVectorField, num_steps: int, horizon: float):
+    def __init__(self, field: Callable, num_steps: int, horizon: float):
         """**Arguments:**
 
-        - `field`: the vector field `F(t, y, args)`.
+        - `field`: the vector field: any callable `F(t, y, args) -> dy/dt` (a
+            function, an `eqx.Module`, a contdepth field such as `cd.MLPField`).
         - `num_steps`: the depth `N >= 1` (number of residual blocks / Euler steps).
         - `horizon`: the final time `T > 0`; the step is `h = T / N`.
         """
@@ -55,8 +58,7 @@ class EulerResNet(AbstractDiscreteDepthModel):
 
     def step(self, k: Int[Array, ""], y: State, args: Args = None) -> State:
         h = jnp.asarray(self.step_size, dtype=y.dtype)
-        t = k.astype(y.dtype) * h
-        return y + h * self.field(t, y, args)
+        return rk_step("euler", self.field, step_time(k, h), y, h, args)
 
-    def check_state(self, y: State, name: str = "y") -> None:
-        self.field.check_state(y, name)
+    def check_state(self, y: State, name: str = "y", args: Args = ARGS_UNKNOWN) -> None:
+        check_field_state(self.field, y, args, name)

@@ -5,6 +5,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._custom_types import Args, Vector
+from .._fields.protocol import ARGS_UNKNOWN
 from .._validation import (
     check_float_array,
     check_key,
@@ -67,6 +68,6 @@ class HighwayNet(AbstractDiscreteDepthModel):
         transform = jnp.tanh(self.transform_weights[k] @ y + self.transform_biases[k])
         return ((1 - gate) * y + gate * transform).astype(y.dtype)
 
-    def check_state(self, y, name: str = "y") -> None:
+    def check_state(self, y, name: str = "y", args: Args = ARGS_UNKNOWN) -> None:
         check_float_array(name, y)
         check_state_shape(name, y, (self.dim,), f"HighwayNet(dim={self.dim})")

@@ -1,5 +1,6 @@
 import math
 import numbers
+from collections.abc import Callable
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -7,9 +8,9 @@ from jaxtyping import Array, Int
 
 from .._adjoint.reversible_scan import check_memory, Memory, reversible_scan, run_inverse
 from .._custom_types import Args, State
-from .._fields.base import AbstractVectorField
+from .._fields.protocol import ARGS_UNKNOWN, check_field, check_field_state
+from .._step_rule import residual_update, step_time
 from .._validation import check_positive_float, check_positive_int
-from ._checks import check_field
 from .base import AbstractDepthModel
 
 
@@ -53,7 +54,7 @@ class MomentumResNet(AbstractDepthModel):
     Optimization through Reversible Learning".
     """
 
-    field: AbstractVectorField
+    field: Callable
     num_steps: int = eqx.field(static=True)
     horizon: float = eqx.field(static=True)
     gamma: float = eqx.field(static=True)
@@ -61,7 +62,7 @@ class MomentumResNet(AbstractDepthModel):
 
     def __init__(
         self,
-        field: AbstractVectorField,
+        field: Callable,
         num_steps: int,
         horizon: float,
         *,
@@ -70,7 +71,8 @@ class MomentumResNet(AbstractDepthModel):
     ):
         """**Arguments:**
 
-        - `field`: the vector field `F(t, x, args)` (the residual function).
+        - `field`: the vector field `F(t, x, args)` (the residual function; any
+            callable).
         - `num_steps`: the depth `N >= 1`.
         - `horizon`: the final time `T > 0`; the step is `h = T / N`.
         - `gamma`: the momentum in `[0, 1)`. `gamma = 0` is an
@@ -100,11 +102,11 @@ class MomentumResNet(AbstractDepthModel):
         """`h = horizon / num_steps`."""
         return self.horizon / self.num_steps
 
-    def check_state(self, y: State, name: str = "y") -> None:
-        self.field.check_state(y, name)
+    def check_state(self, y: State, name: str = "y", args: Args = ARGS_UNKNOWN) -> None:
+        check_field_state(self.field, y, args, name)
 
-    def _check_pair(self, x: State, v: State) -> None:
-        self.check_state(x, "x")
+    def _check_pair(self, x: State, v: State, args: Args = ARGS_UNKNOWN) -> None:
+        self.check_state(x, "x", args)
         self.check_state(v, "v")
         if x.shape != v.shape or x.dtype != v.dtype:
             raise ValueError(
@@ -125,7 +127,7 @@ class MomentumResNet(AbstractDepthModel):
 
         `(x_N, v_N)`.
         """
-        self._check_pair(x, v)
+        self._check_pair(x, v, args)
         return reversible_scan(
             _step, _inverse_step, (self, args), (x, v), self.num_steps, memory=self.memory
         )
@@ -180,14 +182,14 @@ def _step(operands, k: Int[Array, ""], z):
     model, args = operands
     x, v = z
     h, gamma = _coefficients(model, x.dtype)
-    v = gamma * v + (1 - gamma) * model.field(k.astype(x.dtype) * h, x, args)
-    return x + h * v, v
+    v = gamma * v + (1 - gamma) * model.field(step_time(k, h), x, args)
+    return residual_update(x, h, v), v
 
 
 def _inverse_step(operands, k: Int[Array, ""], z):
     model, args = operands
     x, v = z
     h, gamma = _coefficients(model, x.dtype)
-    x = x - h * v
-    v = (v - (1 - gamma) * model.field(k.astype(x.dtype) * h, x, args)) / gamma
+    x = residual_update(x, -h, v)
+    v = (v - (1 - gamma) * model.field(step_time(k, h), x, args)) / gamma
     return x, v

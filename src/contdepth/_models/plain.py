@@ -7,6 +7,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._custom_types import Args, Vector
+from .._fields.protocol import ARGS_UNKNOWN
 from .._validation import (
     check_callable,
     check_float_array,
@@ -73,6 +74,6 @@ class PlainNet(AbstractDiscreteDepthModel):
     def step(self, k: Int[Array, ""], y: Vector, args: Args = None) -> Vector:
         return self.activation(self.weights[k] @ y + self.biases[k]).astype(y.dtype)
 
-    def check_state(self, y, name: str = "y") -> None:
+    def check_state(self, y, name: str = "y", args: Args = ARGS_UNKNOWN) -> None:
         check_float_array(name, y)
         check_state_shape(name, y, (self.dim,), f"PlainNet(dim={self.dim})")

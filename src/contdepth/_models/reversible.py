@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -5,9 +7,9 @@ from jaxtyping import Array, Float, Int
 
 from .._adjoint.reversible_scan import check_memory, Memory, reversible_scan, run_inverse
 from .._custom_types import Args, State
-from .._fields.base import AbstractVectorField
+from .._fields.protocol import ARGS_UNKNOWN, check_field, check_field_state
+from .._step_rule import residual_update, step_time
 from .._validation import check_float_array, check_positive_float, check_positive_int
-from ._checks import check_field
 from .base import AbstractDepthModel
 
 
@@ -34,16 +36,16 @@ class ReversibleResNet(AbstractDepthModel):
     Networks"; Haber & Ruthotto 2017, "Stable Architectures for Deep Neural Networks".
     """
 
-    field_a: AbstractVectorField
-    field_b: AbstractVectorField
+    field_a: Callable
+    field_b: Callable
     num_steps: int = eqx.field(static=True)
     horizon: float = eqx.field(static=True)
     memory: Memory = eqx.field(static=True)
 
     def __init__(
         self,
-        field_a: AbstractVectorField,
-        field_b: AbstractVectorField,
+        field_a: Callable,
+        field_b: Callable,
         num_steps: int,
         horizon: float,
         *,
@@ -51,8 +53,9 @@ class ReversibleResNet(AbstractDepthModel):
     ):
         """**Arguments:**
 
-        - `field_a`: `F_a(t, y2, args)`, updating the first half from the second; it
-            acts on half-states (e.g. `cd.MLPField(dim // 2, ...)` for `(dim,)` states).
+        - `field_a`: `F_a(t, y2, args)` (any callable), updating the first half from the
+            second; it acts on half-states (e.g. `cd.MLPField(dim // 2, ...)` for
+            `(dim,)` states).
         - `field_b`: `F_b(t, y1, args)`, updating the second half from the first.
         - `num_steps`: the depth `N >= 1`.
         - `horizon`: the final time `T > 0`; the step is `h = T / N`.
@@ -71,7 +74,7 @@ class ReversibleResNet(AbstractDepthModel):
         """`h = horizon / num_steps`."""
         return self.horizon / self.num_steps
 
-    def check_state(self, y: State, name: str = "y") -> None:
+    def check_state(self, y: State, name: str = "y", args: Args = ARGS_UNKNOWN) -> None:
         check_float_array(name, y)
         if y.ndim == 0 or y.shape[-1] % 2 != 0:
             raise ValueError(
@@ -81,8 +84,8 @@ class ReversibleResNet(AbstractDepthModel):
             )
         # Shapes only, so this also accepts `jax.ShapeDtypeStruct`s (eval_shape).
         half = jax.ShapeDtypeStruct((*y.shape[:-1], y.shape[-1] // 2), y.dtype)
-        self.field_a.check_state(half, f"{name}[..., half:]")
-        self.field_b.check_state(half, f"{name}[..., :half]")
+        check_field_state(self.field_a, half, args, f"{name}[..., half:]")
+        check_field_state(self.field_b, half, args, f"{name}[..., :half]")
 
     def __call__(self, y: State, args: Args = None) -> State:
         """**Arguments:**
@@ -94,7 +97,7 @@ class ReversibleResNet(AbstractDepthModel):
 
         `y_N`, same shape and dtype as `y`.
         """
-        self.check_state(y)
+        self.check_state(y, args=args)
         z = reversible_scan(
             _step, _inverse_step, (self, args), _split(y), self.num_steps, memory=self.memory
         )
@@ -112,7 +115,7 @@ class ReversibleResNet(AbstractDepthModel):
 
         `y_0`, same shape as `y` (equal to the input up to round-off).
         """
-        self.check_state(y)
+        self.check_state(y, args=args)
         z = run_inverse(_inverse_step, (self, args), _split(y), self.num_steps)
         return jnp.concatenate(z, axis=-1)
 
@@ -133,9 +136,9 @@ def _step(operands, k: Int[Array, ""], z):
     model, args = operands
     y1, y2 = z
     h = jnp.asarray(model.step_size, dtype=y1.dtype)
-    t = k.astype(y1.dtype) * h
-    y1 = y1 + h * model.field_a(t, y2, args)
-    y2 = y2 + h * model.field_b(t, y1, args)
+    t = step_time(k, h)
+    y1 = residual_update(y1, h, model.field_a(t, y2, args))
+    y2 = residual_update(y2, h, model.field_b(t, y1, args))
     return y1, y2
 
 
@@ -143,7 +146,7 @@ def _inverse_step(operands, k: Int[Array, ""], z):
     model, args = operands
     y1, y2 = z
     h = jnp.asarray(model.step_size, dtype=y1.dtype)
-    t = k.astype(y1.dtype) * h
-    y2 = y2 - h * model.field_b(t, y1, args)
-    y1 = y1 - h * model.field_a(t, y2, args)
+    t = step_time(k, h)
+    y2 = residual_update(y2, -h, model.field_b(t, y1, args))
+    y1 = residual_update(y1, -h, model.field_a(t, y2, args))
     return y1, y2

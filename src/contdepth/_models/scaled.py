@@ -1,4 +1,4 @@
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import equinox as eqx
@@ -6,10 +6,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, Int
 
 from .._custom_types import Args, State
-from .._fields.base import AbstractVectorField
+from .._fields.protocol import (
+    ARGS_UNKNOWN,
+    check_field,
+    check_field_state,
+    lipschitz_bound,
+)
 from .._stacking import index_module, stack_modules
 from .._validation import check_nonnegative_float, check_positive_int, check_real
-from ._checks import check_field
 from .base import AbstractDiscreteDepthModel
 
 
@@ -22,14 +26,15 @@ class ScaledResidualNet(AbstractDiscreteDepthModel):
     `alpha = (1 - |1 - beta|) / Lip(f)` from the fields' Lipschitz bounds (valid for
     the weights at construction; training moves them).
 
-    `f_l` is called as `f(t=l, y, args)`. One field means tied weights; a sequence of
-    `num_layers` fields means one field per layer.
+    `f_l` is called as `f(t=l, y, args)`. One field (any callable `f(t, y, args)`)
+    means tied weights; a sequence of `num_layers` identically-structured fields (e.g.
+    `eqx.Module`s differing only in their weights) means one field per layer.
 
     References: Szegedy et al. 2017 (residual scaling in Inception-v4); Bachlechner
     et al. 2021, "ReZero is All You Need"; Zhang et al. 2019, "Fixup Initialization".
     """
 
-    fields: AbstractVectorField
+    fields: Callable
     tied: bool = eqx.field(static=True)
     alpha: float = eqx.field(static=True)
     beta: float = eqx.field(static=True)
@@ -37,7 +42,7 @@ class ScaledResidualNet(AbstractDiscreteDepthModel):
 
     def __init__(
         self,
-        field_or_fields: AbstractVectorField | Sequence[AbstractVectorField],
+        field_or_fields: Callable | Sequence[Callable],
         num_layers: int,
         *,
         alpha: float | Literal["nonexpansive"],
@@ -53,10 +58,7 @@ class ScaledResidualNet(AbstractDiscreteDepthModel):
         - `beta`: the skip damping; the skip is scaled by `1 - beta`.
         """
         num_layers = check_positive_int("num_layers", num_layers)
-        if isinstance(field_or_fields, AbstractVectorField):
-            self.fields = field_or_fields
-            self.tied = True
-        elif isinstance(field_or_fields, Sequence) and not isinstance(
+        if isinstance(field_or_fields, Sequence) and not isinstance(
             field_or_fields, str
         ):
             if len(field_or_fields) != num_layers:
@@ -69,10 +71,13 @@ class ScaledResidualNet(AbstractDiscreteDepthModel):
                 check_field(f"field_or_fields[{i}]", f)
             self.fields = stack_modules(list(field_or_fields), "field_or_fields")
             self.tied = False
+        elif callable(field_or_fields):
+            self.fields = check_field("field_or_fields", field_or_fields)
+            self.tied = True
         else:
             raise TypeError(
-                "`field_or_fields` must be a vector field or a sequence of vector fields, "
-                f"got {type(field_or_fields).__name__}."
+                "`field_or_fields` must be a vector field (any callable `f(t, y, args)`) "
+                f"or a sequence of them, got {type(field_or_fields).__name__}."
             )
         self.beta = check_real("beta", beta)
         self._num_layers = num_layers
@@ -90,8 +95,10 @@ class ScaledResidualNet(AbstractDiscreteDepthModel):
             lip = float(self.max_lipschitz())
             if not jnp.isfinite(lip):
                 raise ValueError(
-                    "`alpha='nonexpansive'` needs a finite Lipschitz bound, but the field's "
-                    "`lipschitz_bound()` is inf (e.g. AttentionField): pass a number."
+                    "`alpha='nonexpansive'` needs a finite Lipschitz bound, but "
+                    "`cd.lipschitz_bound(field)` is inf (the field has no "
+                    "`lipschitz_bound()` method, or it is unbounded, e.g. AttentionField): "
+                    "pass a number for `alpha`."
                 )
             self.alpha = margin / lip if lip > 0 else 1.0
         else:
@@ -101,16 +108,16 @@ class ScaledResidualNet(AbstractDiscreteDepthModel):
     def num_layers(self) -> int:
         return self._num_layers
 
-    def layer(self, k) -> AbstractVectorField:
+    def layer(self, k) -> Callable:
         """The field of layer `k`."""
         return self.fields if self.tied else index_module(self.fields, k)
 
     def max_lipschitz(self) -> Array:
-        """`max_l Lip(f_l)` from the fields' `lipschitz_bound()`."""
+        """`max_l Lip(f_l)` from [`contdepth.lipschitz_bound`][] (`inf` if unknown)."""
         if self.tied:
-            return self.fields.lipschitz_bound()
+            return lipschitz_bound(self.fields)
         return jnp.max(
-            jnp.stack([self.layer(i).lipschitz_bound() for i in range(self.num_layers)])
+            jnp.stack([lipschitz_bound(self.layer(i)) for i in range(self.num_layers)])
         )
 
     def block_lipschitz_bound(self) -> Array:
@@ -122,5 +129,5 @@ class ScaledResidualNet(AbstractDiscreteDepthModel):
         f = self.layer(k)(t, y, args)
         return (1 - self.beta) * y + self.alpha * f
 
-    def check_state(self, y: State, name: str = "y") -> None:
-        self.layer(0).check_state(y, name)
+    def check_state(self, y: State, name: str = "y", args: Args = ARGS_UNKNOWN) -> None:
+        check_field_state(self.layer(0), y, args, name)
