@@ -155,6 +155,16 @@ def test_matrix_free_sweep_matches_dense(field_and_state):
         np.testing.assert_allclose(
             free.families["euler"][col], dense.families["euler"][col], rtol=1e-8
         )
+    # Matrix-free rows carry their Lanczos error bounds; the dense values lie within.
+    for col in ("sigma_max", "sigma_min", "jac_rel_err"):
+        value, bound = free.families["euler"][col], free.families["euler"][f"{col}_bound"]
+        exact = dense.families["euler"][col]
+        assert np.all(bound >= 0)
+        assert np.all(np.abs(exact - value) <= bound + 1e-10 * np.abs(exact))
+        assert f"{col}_bound" not in dense.families["euler"]
+    assert free.reference["sigma_min_bound"] >= 0
+    text = free.to_markdown()
+    assert "± σ_max" in text and "± ‖J_N−J_ode‖/‖J_ode‖" in text
 
 
 def test_batched_sweep_is_worst_case_and_model_input(getkey):

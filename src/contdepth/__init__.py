@@ -7,6 +7,7 @@ ODE; Jacobians as the lens on depth.
 import importlib.metadata
 
 from . import datasets as datasets
+from . import families as families
 from ._adjoint.reversible_heun import ReversibleAdjoint as ReversibleAdjoint
 from ._checkpoint import Checkpoint as Checkpoint, load as load, save as save
 from ._classifier import Classifier as Classifier

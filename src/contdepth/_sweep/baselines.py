@@ -12,6 +12,9 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from .._step_rule import residual_update
+from .._validation import check_float_array, check_state_shape
+
 
 def _uniform(key, shape, fan_in, dtype):
     # PyTorch/Equinox default initialisation, as in `cd.PlainNet`.
@@ -28,6 +31,12 @@ class RandomStack(eqx.Module):
     num_layers: int | Int[Array, ""]
     scale: Float[Array, ""]
     kind: str = eqx.field(static=True)
+    dim: int = eqx.field(static=True)
+
+    def check_state(self, y, name: str = "y") -> None:
+        check_float_array(name, y)
+        what = f"a random {self.kind} stack of dim {self.dim}"
+        check_state_shape(name, y, (self.dim,), what)
 
     def __call__(self, y: Float[Array, " d"], args=None) -> Float[Array, " d"]:
         d = y.shape[0]
@@ -42,15 +51,7 @@ class RandomStack(eqx.Module):
             kw, kb, kv, kc = jr.split(jr.fold_in(self.key, k), 4)
             hidden = jnp.tanh(_uniform(kw, (d, d), d, dtype) @ y + _uniform(kb, (d,), d, dtype))
             f = _uniform(kv, (d, d), d, dtype) @ hidden + _uniform(kc, (d,), d, dtype)
-            return y + self.scale.astype(dtype) * f
+            return residual_update(y, self.scale.astype(dtype), f)
 
         body = plain if self.kind == "plain" else branch
         return lax.fori_loop(0, self.num_layers, body, y)
-
-
-def random_stack(kind: str, key, num_layers, scale=1.0, *, traced: bool) -> RandomStack:
-    n = jnp.asarray(num_layers) if traced else int(num_layers)
-    return RandomStack(key=key, num_layers=n, scale=jnp.asarray(scale), kind=kind)
-
-
-

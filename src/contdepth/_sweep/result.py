@@ -10,16 +10,19 @@ import numpy as np
 #: Column names and how they are shown; every family has a subset of them.
 COLUMN_LABELS = {
     "sigma_max": "σ_max",
+    "sigma_max_bound": "± σ_max",
     "sigma_min": "σ_min",
+    "sigma_min_bound": "± σ_min",
     "cond": "cond",
     "jac_rel_err": "‖J_N−J_ode‖/‖J_ode‖",
+    "jac_rel_err_bound": "± ‖J_N−J_ode‖/‖J_ode‖",
     "out_rel_err": "‖y_N−y_ode‖/‖y_ode‖",
     "upper_bound": "(1+hL)^N",
     "lower_bound": "(1−hL)^N",
     "accuracy": "test acc",
 }
 
-#: Families and how they are shown.
+#: Families and how they are shown (any other family by its name).
 FAMILY_LABELS = {
     "euler": "Euler ResNet, h = T/N",
     "unscaled": "unscaled ResNet, h = 1",
@@ -30,6 +33,8 @@ FAMILY_LABELS = {
 
 
 def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
     if isinstance(v, (int, np.integer)):
         return str(int(v))
     v = float(v)
@@ -64,30 +69,35 @@ def _jsonable(v):
 @dataclasses.dataclass(frozen=True)
 class DepthSweep:
     """The result of [`contdepth.depth_sweep`][]: per depth `N`, spectra of the
-    end-to-end Jacobian `J_N = d y_N / d y_0` for the Euler ResNet of the field and for
-    each baseline family, plus the Neural-ODE reference.
+    end-to-end Jacobian `J_N = d y_N / d y_0` for every swept family, plus the
+    reference model's.
 
     Values over a batch of states are reduced to the worst case: the largest `σ_max`,
-    condition number and errors, the smallest `σ_min`.
+    condition number, errors and error bounds, the smallest `σ_min`.
 
     **Attributes:**
 
     - `steps`: the depths `N`, increasing.
-    - `horizon`: `T`; the Euler family uses `h = T/N`.
+    - `horizon`: `T` (an Euler family uses `h = T/N`), or `None` if unknown.
     - `dim`: the state size `d`.
     - `num_states`: how many states were swept.
-    - `lipschitz`: the field's Lipschitz bound `L` (weight spectral norms).
-    - `families`: `{family: {column: values per N}}`; families `"euler"`,
-        `"unscaled"`, `"plain"`, `"branch_1/N"`, `"branch_1/sqrt(N)"` (those that were
-        computed), columns from `sigma_max`, `sigma_min`, `cond`, `jac_rel_err`,
-        `out_rel_err`, `upper_bound`, `lower_bound`, `accuracy`.
-    - `reference`: the Neural-ODE flow Jacobian: `sigma_max`, `sigma_min`, `cond`,
-        `num_steps` (solver steps), and extra scalars such as `accuracy`.
+    - `lipschitz`: the Lipschitz bound `L` of the first family exposing one (the
+        field's weight spectral norms), `inf` when unknown (shown as "n/a").
+    - `families`: `{family: {column: values per N}}` in the sweep's order (the first
+        family is the main one); the default families are `"euler"`, `"unscaled"`,
+        `"plain"`, `"branch_1/N"`, `"branch_1/sqrt(N)"`, any other is shown by its
+        name. Columns from `sigma_max`, `sigma_min`, `cond`, `jac_rel_err`,
+        `out_rel_err` (compared families), `upper_bound`, `lower_bound` (families with
+        a priori bounds), `sigma_max_bound`, `sigma_min_bound`, `jac_rel_err_bound`
+        (matrix-free rows: Lanczos error bounds), `accuracy`.
+    - `reference`: the reference model's Jacobian: `sigma_max`, `sigma_min`, `cond`,
+        `num_steps` (solver steps of a Neural ODE), and extra scalars such as
+        `accuracy`; empty without a reference.
     - `meta`: settings (dtype, method, tolerances, seeds) for the record.
     """
 
     steps: tuple[int, ...]
-    horizon: float
+    horizon: float | None
     dim: int
     num_states: int
     lipschitz: float
@@ -124,40 +134,52 @@ class DepthSweep:
         """A copy with extra scalars for the Neural-ODE reference."""
         return dataclasses.replace(self, reference={**self.reference, **values})
 
-    def to_markdown(self) -> str:
-        """Two Markdown tables: the Euler ResNet against its Neural ODE, and the
-        baseline families; the ODE reference on a line above them."""
-        ref = self.reference
-        ref_items = ", ".join(f"{k} = {_fmt(v)}" for k, v in ref.items())
+    def _header(self) -> list[str]:
         model = self.meta.get("model", "euler")
         parts = [] if model == "euler" else [
             f"Swept model: {model} (its ODE limit is the reference; family 'euler' holds it)",
             "",
         ]
-        parts += [
-            f"Neural ODE reference (T = {_fmt(self.horizon)}, d = {self.dim}, "
-            f"L = {_fmt(self.lipschitz)}, exp(LT) = {_fmt(math.exp(min(self.lipschitz * self.horizon, 700.0)))}"
-            f"): {ref_items}",
-            "",
-        ]
-        euler = self.families.get("euler", {})
-        order = [c for c in COLUMN_LABELS if c in euler]
-        headers = ["N", "h"] + [COLUMN_LABELS[c] for c in order]
+        lip = self.lipschitz if math.isfinite(self.lipschitz) else None
+        known = lip is not None and self.horizon is not None
+        growth = math.exp(min(lip * self.horizon, 700.0)) if known else None
+        setting = (
+            f"T = {_fmt(self.horizon)}, d = {self.dim}, L = {_fmt(lip)}, "
+            f"exp(LT) = {_fmt(growth)}"
+        )
+        if self.reference:
+            items = ", ".join(f"{k} = {_fmt(v)}" for k, v in self.reference.items())
+            name = self.meta.get("reference") or "Neural ODE"
+            name = "Neural ODE" if name == "NeuralODE" else name
+            return parts + [f"{name} reference ({setting}): {items}", ""]
+        return parts + [f"No reference ({setting})", ""]
+
+    def to_markdown(self) -> str:
+        """Two Markdown tables: the first family in full (against the reference), and
+        `σ_max`, `σ_min` of the others; the reference on a line above them."""
+        parts = self._header()
+        first, *others = self.families
+        if first != "euler":
+            parts += [f"Family: {FAMILY_LABELS.get(first, first)}", ""]
+        cols = self.families[first]
+        order = [c for c in COLUMN_LABELS if c in cols]
+        step = [] if self.horizon is None else ["h"]
+        headers = ["N", *step] + [COLUMN_LABELS[c] for c in order]
         rows = [
-            [n, self.horizon / n] + [euler[c][i] for c in order]
+            [n] + ([] if self.horizon is None else [self.horizon / n])
+            + [cols[c][i] for c in order]
             for i, n in enumerate(self.steps)
         ]
         parts.append(_table(headers, rows))
-        others = [f for f in self.families if f != "euler"]
         if others:
             headers = ["N"]
-            cols = []
+            values = []
             for f in others:
-                for c in ("sigma_max", "sigma_min"):
+                for c in ("sigma_max", "sigma_min", "jac_rel_err"):
                     if c in self.families[f]:
                         headers.append(f"{f} {COLUMN_LABELS[c]}")
-                        cols.append(self.families[f][c])
-            rows = [[n] + [col[i] for col in cols] for i, n in enumerate(self.steps)]
+                        values.append(self.families[f][c])
+            rows = [[n] + [col[i] for col in values] for i, n in enumerate(self.steps)]
             parts += ["", _table(headers, rows)]
         return "\n".join(parts)
 
@@ -186,9 +208,10 @@ class DepthSweep:
 
     def plot(self, path=None, *, ax=None):
         """Singular values against `N` on log-log axes: one colour per family
-        (`σ_max` solid, `σ_min` dashed), the Neural ODE's `[σ_min, σ_max]` as a
-        horizontal band, the Grönwall bound `exp(LT)` dotted; and a second panel with
-        `‖J_N − J_ode‖ / ‖J_ode‖` and the slope −1 guide.
+        (`σ_max` solid, `σ_min` dashed), the reference's `[σ_min, σ_max]` as a
+        horizontal band, the Grönwall bound `exp(LT)` dotted (when known); and a
+        second panel with `‖J_N − J_ref‖ / ‖J_ref‖` of the compared families and the
+        slope −1 guide.
 
         **Arguments:**
 
@@ -210,27 +233,36 @@ class DepthSweep:
             fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
         else:
             fig = ax[0].figure
+        self._plot_spectra(ax[0], plt.rcParams["axes.prop_cycle"].by_key()["color"])
+        self._plot_errors(ax[1])
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=120)
+        return fig
+
+    def _label(self, family: str) -> str:
+        if family == "euler" and self.meta.get("model", "euler") != "euler":
+            return f"{self.meta['model']} ResNet, h = T/N"
+        return FAMILY_LABELS.get(family, family)
+
+    def _plot_spectra(self, ax0, colours) -> None:
         ns = np.asarray(self.steps)
         ref = self.reference
-        ax0, ax1 = ax
-        ax0.axhspan(ref["sigma_min"], ref["sigma_max"], color="0.85",
-                    label="Neural ODE [σ_min, σ_max]")
-        bound = math.exp(self.lipschitz * self.horizon)
-        if math.isfinite(bound):
+        if ref:
+            ax0.axhspan(ref["sigma_min"], ref["sigma_max"], color="0.85",
+                        label="reference [σ_min, σ_max]")
+        if self.horizon is not None and math.isfinite(self.lipschitz * self.horizon):
+            bound = math.exp(min(self.lipschitz * self.horizon, 700.0))
             ax0.axhline(bound, color="0.4", ls=":", lw=1, label="Grönwall exp(LT)")
-        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         floor = 1e-16  # draw vanishing singular values at the floor, marked "v"
         for i, (fam, cols) in enumerate(self.families.items()):
             if "sigma_max" not in cols:
                 continue
             c = colours[i % len(colours)]
-            label = FAMILY_LABELS.get(fam, fam)
-            if fam == "euler" and self.meta.get("model", "euler") != "euler":
-                label = f"{self.meta['model']} ResNet, h = T/N"
             for name, style in (("sigma_max", "-o"), ("sigma_min", "--s")):
                 v = np.asarray(cols[name], dtype=float)
                 ax0.plot(ns, np.clip(v, floor, None), style, color=c, ms=3,
-                         label=label if name == "sigma_max" else None)
+                         label=self._label(fam) if name == "sigma_max" else None)
                 low = v < floor
                 if low.any():
                     ax0.plot(ns[low], np.full(low.sum(), floor), "v", color=c, ms=7)
@@ -241,23 +273,28 @@ class DepthSweep:
         ax0.set_ylim(bottom=floor / 4)
         ax0.set_xlabel("depth N")
         ax0.set_ylabel("singular value of dy_N/dy_0")
-        ax0.set_title(f"Spectrum vs depth (T = {self.horizon:g} for the Euler family)")
+        title = "Spectrum vs depth"
+        if self.horizon is not None:
+            title += f" (T = {self.horizon:g} for the Euler family)"
+        ax0.set_title(title)
         ax0.legend(fontsize=7, loc="lower left")
-        euler = self.families.get("euler", {})
-        if "jac_rel_err" in euler:
-            err = np.asarray(euler["jac_rel_err"], dtype=float)
-            ax1.loglog(ns, err, "-o", ms=3, base=2, label="‖J_N − J_ode‖ / ‖J_ode‖")
-            if "out_rel_err" in euler:
-                ax1.loglog(ns, euler["out_rel_err"], "-s", ms=3, base=2,
-                           label="‖y_N − y_ode‖ / ‖y_ode‖")
+
+    def _plot_errors(self, ax1) -> None:
+        ns = np.asarray(self.steps)
+        compared = [f for f, cols in self.families.items() if "jac_rel_err" in cols]
+        for fam in compared:
+            cols = self.families[fam]
+            ax1.loglog(ns, cols["jac_rel_err"], "-o", ms=3, base=2,
+                       label=f"{fam}: ‖J_N − J_ref‖ / ‖J_ref‖")
+            if "out_rel_err" in cols:
+                ax1.loglog(ns, cols["out_rel_err"], "-s", ms=3, base=2,
+                           label=f"{fam}: ‖y_N − y_ref‖ / ‖y_ref‖")
+        if compared:
+            err = np.asarray(self.families[compared[0]]["jac_rel_err"], dtype=float)
             ok = err > 0
             if ok.any():
                 n0, e0 = ns[ok][0], err[ok][0]
                 ax1.loglog(ns, e0 * n0 / ns, "k:", lw=1, base=2, label="slope −1")
             ax1.set_xlabel("depth N")
-            ax1.set_title("Euler ResNet → Neural ODE")
+            ax1.set_title("Families → reference")
             ax1.legend(fontsize=8)
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path, dpi=120)
-        return fig

@@ -1,29 +1,28 @@
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import equinox as eqx
-import jax
-import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jax.sharding import PartitionSpec
 from jaxtyping import PRNGKeyArray
 from tqdm.auto import tqdm
 
 from .._custom_types import Args, State
-from .._distributed.mesh import batch_sharding, replicated, resolve_mesh, shard_batch
-from .._fields.base import AbstractVectorField
-from .._fields.coupled import CoupledField
-from .._jacobian._common import check_choice, with_autodiff_mode
-from .._jacobian.dense import jacobian
-from .._jacobian.extreme import extreme_singular_values
-from .._models.euler import EulerResNet
-from .._models.momentum import MomentumResNet
-from .._models.neural_ode import NeuralODE
-from .._models.reversible import ReversibleResNet
-from .._validation import check_bool, check_float_array, check_key, check_positive_float
-from .baselines import random_stack
+from .._distributed.mesh import resolve_mesh, shard_batch
+from .._fields.protocol import check_field_state
+from .._jacobian._common import check_choice
+from .._validation import (
+    check_bool,
+    check_callable,
+    check_float_array,
+    check_key,
+    check_positive_float,
+)
+from .legacy import legacy_families
+from .measure import Measure
+from .record import Table, worst_case
+from .reference import measure_reference
 from .result import DepthSweep
 
 
@@ -55,196 +54,15 @@ def check_steps(steps) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-class _Difference(eqx.Module):
-    # `y -> a(y) - b(y)`: its Jacobian is `J_a - J_b`, so the matrix-free spectral norm
-    # of a difference of Jacobians is one more Lanczos run.
-    a: eqx.Module
-    b: eqx.Module
-
-    def __call__(self, y, args=None):
-        return self.a(y, args) - self.b(y, args)
-
-
-def _masked_spectrum(jac):
-    finite = jnp.all(jnp.isfinite(jac))
-    s = jnp.linalg.svd(jnp.where(finite, jac, 0.0), compute_uv=False)
-    smax = jnp.where(finite, s[0], jnp.inf)
-    smin = jnp.where(finite, s[-1], jnp.nan)
-    return smax, smin
-
-
-def _per_sample(fn, mesh, *xs):
-    """`vmap(fn)` over the batch; with a mesh, inside `shard_map`, so every device runs
-    its own slice independently. (A vmapped adaptive solve under plain GSPMD would
-    synchronise all devices at every solver step to evaluate the batched loop
-    condition.)"""
-    if mesh is None:
-        return jax.vmap(fn)(*xs)
-    spec = PartitionSpec(mesh.axis_names[0])
-    return jax.shard_map(
-        jax.vmap(fn), mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False
-    )(*xs)
-
-
-@eqx.filter_jit
-def _dense_point(model, ys, ref_jac, ref_out, args, mesh=None):
-    """Per state: sigma_max, sigma_min, ||J - J_ref||_2 / ||J_ref||_2, output error."""
-
-    def one(y, jr_, yr):
-        jac = jacobian(model, y, args=args)
-        out = model(y, args)
-        smax, smin = _masked_spectrum(jac)
-        if jr_ is None:
-            return smax, smin, jnp.nan, jnp.nan, jac
-        dist = jnp.linalg.norm(jac - jr_, ord=2) / jnp.linalg.norm(jr_, ord=2)
-        err = jnp.linalg.norm(out - yr) / jnp.linalg.norm(yr)
-        return smax, smin, dist, err, jac
-
-    return _per_sample(one, mesh, ys, ref_jac, ref_out)
-
-
-def _matrix_free_point(model, ys, ref, ref_out, ref_norm, args, key, mesh=None):
-    @eqx.filter_jit
-    def run(model, ys, ref, ref_out, ref_norm, key):
-        def one(y, yr, ref_norm, k):
-            k1, k2 = jr.split(k)
-            ext = extreme_singular_values(model, y, 1, key=k1, args=args)
-            smax, smin = ext.largest[0], ext.smallest[0]
-            if ref is None:
-                return smax, smin, jnp.nan, jnp.nan, None
-            diff = extreme_singular_values(
-                _Difference(model, ref), y, 1, key=k2, which="largest", args=args
-            ).largest[0] / ref_norm
-            err = jnp.linalg.norm(model(y, args) - yr) / jnp.linalg.norm(yr)
-            return smax, smin, diff, err, None
-
-        return _per_sample(one, mesh, ys, ref_out, ref_norm, jr.split(key, ys.shape[0]))
-
-    return run(model, ys, ref, ref_out, ref_norm, key)
-
-
-def depth_sweep(
-    field_or_model: AbstractVectorField | EulerResNet | NeuralODE,
-    y: State,
-    *,
-    horizon: float | None = None,
-    steps: Sequence[int] = DEFAULT_STEPS,
-    baselines: bool = True,
-    batched: bool = False,
-    method: Literal["auto", "dense", "matrix_free"] = "auto",
-    ode: NeuralODE | None = None,
-    key: PRNGKeyArray | None = None,
-    args: Args = None,
-    progress: bool = True,
-    mesh=None,
-) -> DepthSweep:
-    """Sweep the depth `N` of the Euler ResNet of one vector field with the horizon
-    `T` fixed, and record the spectrum of the end-to-end Jacobian `J_N = dy_N/dy_0`
-    against the flow Jacobian of the Neural ODE and against baselines.
-
-    For the field `F` with Lipschitz bound `L` (from its weight norms), Grönwall gives
-    `σ_max(J_N) <= (1 + hL)^N <= exp(LT)` and `σ_min(J_N) >= (1 - hL)^N` when `hL < 1`:
-    the spectrum stays bounded for every `N`, and `J_N -> J_ode` at rate `O(1/N)`.
-    The baselines show what happens otherwise:
-
-    - `"unscaled"`: the same field with `h = 1` (`EulerResNet(F, N, horizon=N)`, the
-        classic `y + F(y)` stack): the horizon grows with `N` and so can `σ_max` or
-        `1/σ_min`, geometrically.
-    - `"plain"`: a random tanh `PlainNet` of depth `N` (no skip): `σ_min -> 0`.
-    - `"branch_1/N"`, `"branch_1/sqrt(N)"`: depth-varying i.i.d. random branches `f_k`
-        scaled by `1/N` (ODE scaling: the random branches average out, `J -> I`) and by
-        `1/√N` (the SDE scaling of Marion et al. 2022 / Cohen et al. 2021: a non-trivial
-        random limit, still bounded).
-
-    **Arguments:**
-
-    - `field_or_model`: a vector field, or an [`contdepth.EulerResNet`][] /
-        [`contdepth.NeuralODE`][] whose field (and horizon) is used. A
-        [`contdepth.MomentumResNet`][] or [`contdepth.ReversibleResNet`][] is swept
-        itself (same weights, `gamma`/`memory`, depth `N`) against the ODE it
-        discretises (`x' = F(t, x)`, resp. `y1' = F_a(t, y2), y2' = F_b(t, y1)`), in
-        the `"euler"` family's slot (`meta["model"]` names it; the Grönwall columns
-        are then omitted, they bound the forward-Euler product only).
-    - `y`: one state, or a batch `(B, *state)` with `batched=True`; batch results are
-        reduced to the worst case (largest `σ_max`, errors, cond; smallest `σ_min`).
-    - `horizon`: `T > 0`; default the model's horizon, required for a bare field.
-    - `steps`: the depths `N` (default `1, 2, 4, …, 1024`).
-    - `baselines`: also compute the baseline families (the plain and random-branch
-        families need vector states `(d,)`).
-    - `batched`: whether `y` carries a leading batch axis.
-    - `method`: `"dense"` (`jax.jacfwd` + SVD), `"matrix_free"` (Golub–Kahan–Lanczos
-        on jvp/vjp, see [`contdepth.extreme_singular_values`][]) or `"auto"` (dense up
-        to `d = 1024`).
-    - `ode`: the reference Neural ODE; default `NeuralODE(F, T)` with tolerances tight
-        for the dtype (`rtol = 1e-10, atol = 1e-12` in float64, `1e-6, 1e-8` in
-        float32), Tsit5.
-    - `key`: PRNG key for the random baselines and Lanczos start vectors; default
-        `jax.random.PRNGKey(0)`.
-    - `args`: forwarded to the field.
-    - `progress`: show a progress bar.
-    - `mesh`: `None`, `"auto"` or a one-axis `jax.sharding.Mesh`
-        ([`contdepth.make_mesh`][]): with `batched=True`, the states are split over the
-        devices (their number must divide `B`) and every Jacobian is computed where its
-        state lives. Results equal the unsharded sweep.
-
-    **Returns:**
-
-    A [`contdepth.DepthSweep`][] with `.to_markdown()`, `.to_json()` and `.plot()`.
-    """
-    main_label = "euler"
-    if isinstance(field_or_model, EulerResNet | NeuralODE | MomentumResNet):
-        field = field_or_model.field
-        if horizon is None:
-            horizon = field_or_model.horizon
-        if ode is None and isinstance(field_or_model, NeuralODE):
-            ode = field_or_model
-    elif isinstance(field_or_model, ReversibleResNet):
-        field = CoupledField(field_or_model.field_a, field_or_model.field_b)
-        if horizon is None:
-            horizon = field_or_model.horizon
-    elif isinstance(field_or_model, AbstractVectorField):
-        field = field_or_model
-        if horizon is None:
-            raise ValueError(
-                "`horizon` is required when `field_or_model` is a bare vector field, got "
-                "horizon=None. Pass e.g. horizon=1.0."
-            )
-    else:
-        raise TypeError(
-            "`field_or_model` must be a contdepth vector field, EulerResNet, NeuralODE, "
-            f"MomentumResNet or ReversibleResNet, got {type(field_or_model).__name__}."
-        )
-    if isinstance(field_or_model, MomentumResNet):
-        main_label = "momentum"
-        gamma, memory = field_or_model.gamma, field_or_model.memory
-
-        def at_depth(n, t):
-            return MomentumResNet(field, n, t, gamma=gamma, memory=memory)
-    elif isinstance(field_or_model, ReversibleResNet):
-        main_label = "reversible"
-        memory = field_or_model.memory
-
-        def at_depth(n, t):
-            return ReversibleResNet(field.field_a, field.field_b, n, t, memory=memory)
-    else:
-
-        def at_depth(n, t):
-            return EulerResNet(field, n, t)
-    horizon = check_positive_float("horizon", horizon)
-    steps = check_steps(steps)
-    baselines = check_bool("baselines", baselines)
-    batched = check_bool("batched", batched)
-    check_choice("method", method, ("auto", "dense", "matrix_free"))
-    key = jr.PRNGKey(0) if key is None else check_key("key", key)
+def _check_states(y, batched: bool, mesh):
+    """The states as a batch `(B, *state)`, sharded over `mesh` when given."""
     check_float_array("y", y)
-    ys = y if batched else y[None]
     if batched and (y.ndim < 1 or y.shape[0] == 0):
         raise ValueError(
             f"`y` must be a non-empty batch (B, *state) when batched=True, got shape "
             f"{tuple(y.shape)}."
         )
-    for i in range(min(ys.shape[0], 1)):
-        field.check_state(ys[i], "y[0]" if batched else "y")
+    ys = y if batched else y[None]
     mesh = resolve_mesh(mesh)
     if mesh is not None:
         if not batched:
@@ -253,162 +71,253 @@ def depth_sweep(
                 "batched=True, got batched=False."
             )
         ys = shard_batch(ys, mesh, name="y")
-    dtype = ys.dtype
-    d = int(np.prod(ys.shape[1:]))
-    if method == "auto":
-        method = "dense" if d <= DENSE_LIMIT else "matrix_free"
-    if ode is None:
-        tight = jnp.finfo(dtype).bits >= 64
-        ode = NeuralODE(
-            field,
-            horizon,
-            rtol=1e-10 if tight else 1e-6,
-            atol=1e-12 if tight else 1e-8,
-            max_steps=100_000,
+    return ys, mesh
+
+
+def _check_families(families) -> dict[str, Callable]:
+    if not families:
+        raise ValueError("`families` must hold at least one depth family, got none.")
+    for name, family in families.items():
+        if not isinstance(name, str):
+            raise TypeError(f"`families` must be keyed by names (str), got {name!r}.")
+        check_callable(f"families[{name!r}]", family)
+    return dict(families)
+
+
+def _check_model(family: str, model, y, args, name: str) -> None:
+    """`model` (a family's model) must map the state `y` to a state of its shape."""
+    if not callable(model):
+        raise TypeError(
+            f"Depth family {family!r} returned a {type(model).__name__}, not a model: "
+            f"a family maps a depth N to a callable `model(y, args) -> y_out`."
         )
-    if mesh is not None and ode.throw:
-        # `eqx.error_if` host callbacks inside sharded programs can stall the CPU
-        # runtime's collectives; solve without them and check the result on the host.
-        ode = NeuralODE(
-            ode.field, ode.horizon, solver=ode.solver, rtol=ode.rtol, atol=ode.atol,
-            adjoint=ode.adjoint, max_steps=ode.max_steps, dt0=ode.dt0, throw=False,
+    own = getattr(model, "check_state", None)
+    if callable(own):
+        own(y, name)
+    field = getattr(model, "field", None)
+    if field is not None:  # a field's own message is the most precise
+        check_field_state(field, y, args, name)
+    out = eqx.filter_eval_shape(model, y, args)
+    if not hasattr(out, "shape") or (out.shape, out.dtype) != (y.shape, y.dtype):
+        got = getattr(out, "shape", type(out).__name__)
+        raise ValueError(
+            f"Depth family {family!r}: its model maps a state of shape "
+            f"{tuple(y.shape)} and dtype {y.dtype} to {got}; the sweep needs a square "
+            "Jacobian: `model(y, args)` of the state's shape and dtype."
         )
-    lipschitz = float(field.lipschitz_bound())
 
-    ref_norm = None
 
-    # Adaptive solves (`while` loops) run on one device: XLA:CPU with several host
-    # devices was seen to deadlock intermittently on sharded programs containing them.
-    # Everything else (every depth N of every family) is split over the mesh.
-    ys_local = ys if mesh is None else jax.device_put(ys, mesh.devices.flat[0])
-
-    def measure(model, ref, ref_out, k, sharded=True):
-        m = mesh if sharded else None
-        z = ys if sharded else ys_local
-        if mesh is not None:  # place every operand explicitly: no mixed placements
-            place = replicated(mesh) if sharded else mesh.devices.flat[0]
-            model = eqx.filter_shard(model, place)
-            if sharded and ref is not None:
-                if isinstance(ref, jax.Array):
-                    ref = jax.device_put(ref, batch_sharding(mesh))
-                else:
-                    ref = eqx.filter_shard(ref, replicated(mesh))
-                ref_out = jax.device_put(ref_out, batch_sharding(mesh))
-        if method == "dense":
-            smax, smin, dist, err, jac = _dense_point(model, z, ref, ref_out, args, m)
-        else:
-            smax, smin, dist, err, jac = _matrix_free_point(
-                model, z, ref, ref_out, ref_norm, args, k, m
+def _check_compare(compare, families) -> tuple[str, ...]:
+    if compare is None:
+        return (next(iter(families)),)
+    if compare == "all":
+        return tuple(families)
+    names = (compare,) if isinstance(compare, str) else tuple(compare)
+    for name in names:
+        if name not in families:
+            raise ValueError(
+                f"`compare` must name families from {list(families)} (or be 'all'), "
+                f"got {name!r}."
             )
-        return np.asarray(smax), np.asarray(smin), np.asarray(dist), np.asarray(err), jac
+    return names
 
-    k_ode, k_plain, k_branch, k_lanczos = jr.split(key, 4)
-    if method == "dense":
-        _, _, _, _, ref_jac = measure(ode, None, None, k_ode, sharded=False)
-        ref_sv = jax.vmap(lambda j: jnp.linalg.svd(j, compute_uv=False))(ref_jac)
-        ref_smax, ref_smin = np.asarray(ref_sv[:, 0]), np.asarray(ref_sv[:, -1])
-        ref = ref_jac
-    else:
-        ref_smax, ref_smin, _, _, _ = measure(ode, None, None, k_ode, sharded=False)
-        ref = with_autodiff_mode(ode, "both")
-        ref_norm = jnp.asarray(ref_smax)
-    ref_out = eqx.filter_jit(lambda z: jax.vmap(lambda y_: ode(y_, args))(z))(ys_local)
-    ode_steps = eqx.filter_jit(
-        lambda z: jax.vmap(lambda y_: ode.solve(y_, args).stats["num_steps"])(z)
-    )(ys_local)
-    if not np.all(np.isfinite(np.asarray(ref_out))):
-        raise RuntimeError(
-            "The reference Neural ODE solve failed (non-finite result; with throw=False "
-            "a failed diffrax solve returns NaN). Pass `ode=cd.NeuralODE(field, horizon, "
-            "max_steps=..., rtol=..., atol=...)` with a larger `max_steps` or looser "
-            "tolerances, or a stiff solver."
-        )
-    reference = {
-        "sigma_max": float(ref_smax.max()),
-        "sigma_min": float(ref_smin.min()),
-        "cond": float(np.max(ref_smax / ref_smin)),
-        "num_steps": int(np.max(np.asarray(ode_steps))),
-    }
 
-    vector_state = ys.ndim == 2
-    families: dict[str, dict[str, list]] = {"euler": {}}
-    if baselines:
-        families["unscaled"] = {}
-        if vector_state:
-            families["plain"] = {}
-            families["branch_1/N"] = {}
-            families["branch_1/sqrt(N)"] = {}
+def _first(families, capability: str):
+    """The first family having the optional capability, else `None`."""
+    for family in families.values():
+        if callable(getattr(family, capability, None)):
+            return family
+    return None
 
-    def record(fam, smax, smin, dist=None, err=None):
-        cols = families[fam]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cond = np.where(np.isfinite(smax), smax / smin, np.inf)
-        for name, v in (
-            ("sigma_max", np.max(smax)),
-            ("sigma_min", np.min(smin)),
-            ("cond", np.max(cond)),
-        ):
-            cols.setdefault(name, []).append(float(v))
-        if dist is not None:
-            cols.setdefault("jac_rel_err", []).append(float(np.max(dist)))
-            cols.setdefault("out_rel_err", []).append(float(np.max(err)))
 
-    total = len(steps) * (1 + (len(families) - 1))
-    bar = tqdm(total=total, desc="depth sweep", disable=not progress, leave=False)
+def _model_at(family, num_steps: int, traced: bool):
+    if traced and callable(getattr(family, "traced_depth", None)):
+        return family.traced_depth(num_steps)
+    return family(num_steps)
+
+
+def _sweep_families(families, steps, measure, reference, compare, key, progress):
+    """Measure every family at every depth; the batch reduced to the worst case."""
+    table = Table(families)
+    # A traced depth compiles once for every N; loops under a mesh stay static scans.
+    traced = measure.method == "dense" and measure.mesh is None
+    bar = tqdm(total=len(steps) * len(families), desc="depth sweep",
+               disable=not progress, leave=False)
     for i, n in enumerate(steps):
-        kl = jr.fold_in(k_lanczos, i)
-        h = horizon / n
+        key_n = jr.fold_in(key, i)
         bar.set_postfix(N=n)
-        smax, smin, dist, err, _ = measure(at_depth(n, horizon), ref, ref_out, kl)
-        record("euler", smax, smin, dist, err)
-        if main_label == "euler":  # Grönwall bounds of the forward-Euler product
-            cols = families["euler"]
-            cols.setdefault("upper_bound", []).append((1 + h * lipschitz) ** n)
-            cols.setdefault("lower_bound", []).append(
-                (1 - h * lipschitz) ** n if h * lipschitz < 1 else 0.0
-            )
-        bar.update()
-        if not baselines:
-            continue
-        smax, smin, *_ = measure(at_depth(n, float(n)), None, None, kl)
-        record("unscaled", smax, smin)
-        bar.update()
-        if vector_state:
-            # One compile for all N (a traced trip count, forward mode only) -- except
-            # under a mesh, where loops stay static scans (see `ys_local` above).
-            traced = method == "dense" and mesh is None
-            kn = jr.fold_in(k_plain, n)
-            smax, smin, *_ = measure(random_stack("plain", kn, n, traced=traced), None, None, kl)
-            record("plain", smax, smin)
+        for name, family in families.items():
+            ref = reference if name in compare else None
+            model = _model_at(family, n, traced)
+            table.add(name, worst_case(measure(model, ref, key_n)))
+            bounds = getattr(family, "bounds", None)
+            bounds = bounds(n) if callable(bounds) else None
+            if bounds is not None:
+                table.add(name, {"upper_bound": bounds[0], "lower_bound": bounds[1]})
             bar.update()
-            kb = jr.fold_in(k_branch, n)
-            for fam, scale in (("branch_1/N", 1 / n), ("branch_1/sqrt(N)", 1 / math.sqrt(n))):
-                net = random_stack("branch", kb, n, scale, traced=traced)
-                smax, smin, *_ = measure(net, None, None, kl)
-                record(fam, smax, smin)
-                bar.update()
     bar.close()
+    return table.arrays()
 
+
+def _resolve(families, horizon, reference, baselines, ode, ys, key):
+    """`(families, horizon, reference, meta)` of the new call (a dict of families) or
+    of the original one (`field_or_model`, `baselines`, `ode`)."""
+    if isinstance(families, Mapping):
+        if baselines is not True or ode is not None:
+            raise TypeError(
+                "`baselines` and `ode` belong to the original call "
+                "`depth_sweep(field_or_model, y, ...)`; with a dict of families add "
+                "baseline families to the dict and pass the reference as `reference=`."
+            )
+        return _check_families(families), horizon, reference, {}
+    if ode is not None and reference is not None:
+        raise TypeError("Pass the reference as `reference=` or `ode=`, not both.")
+    families, horizon, label, model_ode, note = legacy_families(
+        families, horizon=horizon, baselines=baselines, vector_state=ys.ndim == 2,
+        dim=int(ys[0].size), key=key,
+    )
+    if reference is None:
+        reference = model_ode if ode is None else ode
+    return families, horizon, reference, {"model": label, "baselines_note": note}
+
+
+def depth_sweep(
+    families: Mapping[str, Callable] | Callable,
+    y: State,
+    *,
+    horizon: float | None = None,
+    steps: Sequence[int] = DEFAULT_STEPS,
+    reference: Callable | None = None,
+    compare: str | Sequence[str] | None = None,
+    batched: bool = False,
+    method: Literal["auto", "dense", "matrix_free"] = "auto",
+    key: PRNGKeyArray | None = None,
+    args: Args = None,
+    progress: bool = True,
+    mesh=None,
+    baselines: bool = True,
+    ode: Callable | None = None,
+) -> DepthSweep:
+    """Sweep the depth `N` of families of models and record the spectrum of the
+    end-to-end Jacobian `J_N = dy_N/dy_0` at every `N`, against a reference model.
+
+    A depth family is any callable `N -> model`, a model any single-sample callable
+    `model(y, args) -> y_out` with a square Jacobian; [`contdepth.families`][] holds
+    the built-in ones. Families may expose optional capabilities, which the sweep
+    discovers: `limit(dtype)` (the continuous limit: the default reference),
+    `bounds(N)` (a priori `(upper, lower)` bounds on `σ_max`, `σ_min`: columns
+    `upper_bound`, `lower_bound`), `lipschitz()` (the `L` in the header) and
+    `traced_depth(N)` (one compile for every `N`).
+
+    For an Euler family of a field `F` with Lipschitz bound `L`, Grönwall gives
+    `σ_max(J_N) <= (1 + hL)^N <= exp(LT)` and `σ_min(J_N) >= (1 - hL)^N` when `hL < 1`:
+    the spectrum stays bounded for every `N`, and `J_N -> J_ode` at rate `O(1/N)`.
+
+    The original call `depth_sweep(field_or_model, y, horizon=T, baselines=True,
+    ode=None)` still works: it sweeps the field's Euler family `"euler"` against the
+    tight-tolerance Neural ODE, with the baselines `"unscaled"` (`h = 1`), `"plain"`,
+    `"branch_1/N"` and `"branch_1/sqrt(N)"` (see [`contdepth.families`][]; the last
+    three need vector states). There `field_or_model` is a vector field (any callable
+    `f(t, y, args)`), or an [`contdepth.EulerResNet`][] / [`contdepth.NeuralODE`][]
+    whose field and horizon are used (a `NeuralODE` is also the reference), or a
+    [`contdepth.MomentumResNet`][] / [`contdepth.ReversibleResNet`][] swept itself in
+    the `"euler"` slot (`meta["model"]` names it) against the ODE it discretises.
+
+    **Arguments:**
+
+    - `families`: a dict `{name: family}` (the order is the table's order), or, in the
+        original call, `field_or_model`.
+    - `y`: one state, or a batch `(B, *state)` with `batched=True`; batch results are
+        reduced to the worst case (largest `σ_max`, errors, cond, bounds; smallest
+        `σ_min`).
+    - `horizon`: `T > 0`, recorded for the `h = T/N` column; default the first family's
+        `horizon` attribute, if any. Required by the original call for a bare field.
+    - `steps`: the depths `N` (default `1, 2, 4, …, 1024`).
+    - `reference`: any model; default the `limit` of the first family that has one
+        (for an Euler family: the Neural ODE with tolerances tight for the dtype,
+        `rtol = 1e-10, atol = 1e-12` in float64, `1e-6, 1e-8` in float32, Tsit5). If
+        no family has a limit and none is given there are no reference columns.
+    - `compare`: which families get the columns `jac_rel_err = ‖J_N − J_ref‖₂ /
+        ‖J_ref‖₂` and `out_rel_err = ‖y_N − y_ref‖ / ‖y_ref‖`: a name, a sequence of
+        names, or `"all"`; default the first family.
+    - `batched`: whether `y` carries a leading batch axis.
+    - `method`: `"dense"` (`jax.jacfwd` + SVD), `"matrix_free"` (Golub–Kahan–Lanczos
+        on jvp/vjp, see [`contdepth.extreme_singular_values`][]; the rows then carry
+        error bounds `sigma_max_bound`, `sigma_min_bound`, `jac_rel_err_bound`) or
+        `"auto"` (dense up to `d = 1024`).
+    - `key`: PRNG key for the Lanczos start vectors (and the original call's random
+        baselines); default `jax.random.PRNGKey(0)`.
+    - `args`: forwarded to the models.
+    - `progress`: show a progress bar.
+    - `mesh`: `None`, `"auto"` or a one-axis `jax.sharding.Mesh`
+        ([`contdepth.make_mesh`][]): with `batched=True`, the states are split over the
+        devices (their number must divide `B`) and every Jacobian is computed where its
+        state lives; the reference is solved on one device. Results equal the
+        unsharded sweep.
+    - `baselines`, `ode`: original call only: whether to add the baseline families,
+        and the reference Neural ODE (same as `reference`).
+
+    **Returns:**
+
+    A [`contdepth.DepthSweep`][] with `.to_markdown()`, `.to_json()` and `.plot()`.
+    """
+    steps = check_steps(steps)
+    batched = check_bool("batched", batched)
+    check_choice("method", method, ("auto", "dense", "matrix_free"))
+    key = jr.PRNGKey(0) if key is None else check_key("key", key)
+    if horizon is not None:
+        horizon = check_positive_float("horizon", horizon)
+    ys, mesh = _check_states(y, batched, mesh)
+    y0 = ys[0]
+    families, horizon, reference, meta = _resolve(
+        families, horizon, reference, baselines, ode, ys, key
+    )
+    for name, family in families.items():
+        _check_model(name, family(steps[0]), y0, args, "y[0]" if batched else "y")
+    if horizon is None:
+        horizon = getattr(next(iter(families.values())), "horizon", None)
+    explicit_compare = compare is not None
+    compare = _check_compare(compare, families)
+    if method == "auto":
+        method = "dense" if y0.size <= DENSE_LIMIT else "matrix_free"
+    measure = Measure(method, ys, args, mesh)
+    k_ref, _, _, k_lanczos = jr.split(key, 4)
+    if reference is None and (limit := _first(families, "limit")) is not None:
+        reference = limit.limit(ys.dtype)
+    if reference is None and explicit_compare:
+        raise ValueError(
+            "`compare` needs a reference: pass `reference=` (any model), or include a "
+            "family with a `limit`, e.g. `cd.families.euler(field, horizon)`."
+        )
+    if reference is not None:
+        check_callable("reference", reference)
+    ref = None if reference is None else measure_reference(reference, measure, k_ref)
+    compare = () if ref is None else compare
+    table = _sweep_families(families, steps, measure, ref, compare, k_lanczos, progress)
+    lip = _first(families, "lipschitz")
     return DepthSweep(
         steps=steps,
         horizon=horizon,
-        dim=d,
+        dim=int(y0.size),
         num_states=int(ys.shape[0]),
-        lipschitz=lipschitz,
-        families={f: {c: np.asarray(v) for c, v in cols.items()} for f, cols in families.items()},
-        reference=reference,
-        meta={
-            "dtype": str(dtype),
-            "method": method,
-            "model": main_label,
-            "devices": 1 if mesh is None else int(mesh.devices.size),
-            "ode_solver": type(ode.solver).__name__,
-            "ode_rtol": ode.rtol,
-            "ode_atol": ode.atol,
-            "baselines_note": (
-                "plain and random-branch families need vector states"
-                if baselines and not vector_state
-                else ""
-            ),
-        },
+        lipschitz=math.inf if lip is None else lip.lipschitz(),
+        families=table,
+        reference={} if ref is None else ref.summary,
+        meta={**meta, **_meta(ys, method, mesh, ref, compare, families)},
     )
+
+
+def _meta(ys, method, mesh, ref, compare, families) -> dict:
+    model = None if ref is None else ref.model
+    meta = {
+        "dtype": str(ys.dtype),
+        "method": method,
+        "devices": 1 if mesh is None else int(mesh.devices.size),
+        "compare": list(compare) if ref is not None else [],
+        "reference": None if model is None else type(model).__name__,
+    }
+    if model is not None and hasattr(model, "solver"):
+        meta["ode_solver"] = type(model.solver).__name__
+        meta["ode_rtol"] = getattr(model, "rtol", None)
+        meta["ode_atol"] = getattr(model, "atol", None)
+    return meta

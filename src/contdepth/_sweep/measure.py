@@ -1,0 +1,182 @@
+"""The compiled measurement of one model at a batch of states: the extreme singular
+values of its Jacobian and, against a reference, the relative Jacobian and output
+errors.
+
+Every compiled function here lives at module level and takes the models as arguments,
+so a repeated sweep with equal models reuses the compiled programs.
+"""
+
+import dataclasses
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jax.sharding import PartitionSpec
+
+from .._custom_types import Args
+from .._distributed.mesh import batch_sharding, replicated
+from .._jacobian.dense import jacobian
+from .._jacobian.extreme import extreme_singular_values
+
+
+class _Difference(eqx.Module):
+    # `y -> a(y) - b(y)`: its Jacobian is `J_a - J_b`, so the matrix-free spectral norm
+    # of a difference of Jacobians is one more Lanczos run.
+    a: eqx.Module
+    b: eqx.Module
+
+    def __call__(self, y, args=None):
+        return self.a(y, args) - self.b(y, args)
+
+
+def _masked_spectrum(jac):
+    finite = jnp.all(jnp.isfinite(jac))
+    s = jnp.linalg.svd(jnp.where(finite, jac, 0.0), compute_uv=False)
+    smax = jnp.where(finite, s[0], jnp.inf)
+    smin = jnp.where(finite, s[-1], jnp.nan)
+    return smax, smin
+
+
+def _per_sample(fn, mesh, *xs):
+    """`vmap(fn)` over the batch; with a mesh, inside `shard_map`, so every device runs
+    its own slice independently. (A vmapped adaptive solve under plain GSPMD would
+    synchronise all devices at every solver step to evaluate the batched loop
+    condition.)"""
+    if mesh is None:
+        return jax.vmap(fn)(*xs)
+    spec = PartitionSpec(mesh.axis_names[0])
+    return jax.shard_map(
+        jax.vmap(fn), mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False
+    )(*xs)
+
+
+def _rel_err(out, ref_out):
+    return jnp.linalg.norm(out - ref_out) / jnp.linalg.norm(ref_out)
+
+
+@eqx.filter_jit
+def dense_point(model, ys, ref_jac, ref_out, args, mesh=None) -> dict:
+    """Per state: `sigma_max`, `sigma_min` (`jax.jacfwd` + SVD) and, given the
+    reference Jacobians and outputs, `jac_rel_err = ||J - J_ref||_2 / ||J_ref||_2` and
+    `out_rel_err`."""
+
+    def one(y, jac_ref, y_ref):
+        jac = jacobian(model, y, args=args)
+        smax, smin = _masked_spectrum(jac)
+        out = dict(sigma_max=smax, sigma_min=smin)
+        if jac_ref is not None:
+            norm = jnp.linalg.norm(jac_ref, ord=2)
+            dist = jnp.linalg.norm(jac - jac_ref, ord=2) / norm
+            out.update(jac_rel_err=dist, out_rel_err=_rel_err(model(y, args), y_ref))
+        return out
+
+    return _per_sample(one, mesh, ys, ref_jac, ref_out)
+
+
+@eqx.filter_jit
+def dense_reference(model, ys, args) -> tuple:
+    """Per state: the reference Jacobian and its singular values."""
+
+    def one(y):
+        jac = jacobian(model, y, args=args)
+        return jac, jnp.linalg.svd(jac, compute_uv=False)
+
+    return jax.vmap(one)(ys)
+
+
+@eqx.filter_jit
+def matrix_free_point(model, ys, ref, ref_out, ref_norm, args, key, mesh=None) -> dict:
+    """Per state, by Golub-Kahan-Lanczos ([`contdepth.extreme_singular_values`][]):
+    `sigma_max`, `sigma_min` with their error bounds and, given a reference model, the
+    relative spectral distance `||J - J_ref||_2 / ||J_ref||_2` with its bound (from the
+    Lanczos bounds of both norms; `ref_norm` is `(value, bound)` per state)."""
+
+    def one(y, y_ref, norm, k):
+        k1, k2 = jr.split(k)
+        ext = extreme_singular_values(model, y, 1, key=k1, args=args)
+        out = dict(
+            sigma_max=ext.largest[0],
+            sigma_min=ext.smallest[0],
+            sigma_max_bound=ext.largest_bound[0],
+            sigma_min_bound=ext.smallest_bound[0],
+        )
+        if ref is None:
+            return out
+        diff = extreme_singular_values(
+            _Difference(model, ref), y, 1, key=k2, which="largest", args=args
+        )
+        (a, ea), (b, eb) = (diff.largest[0], diff.largest_bound[0]), norm
+        rel = a / b
+        # |a/b - a'/b'| <= (ea + (a/b) eb) / (b - eb) when |a-a'| <= ea, |b-b'| <= eb.
+        bound = jnp.where(b > eb, (ea + rel * eb) / (b - eb), jnp.inf)
+        out.update(
+            jac_rel_err=rel,
+            jac_rel_err_bound=bound,
+            out_rel_err=_rel_err(model(y, args), y_ref),
+        )
+        return out
+
+    keys = jr.split(key, ys.shape[0])
+    return _per_sample(one, mesh, ys, ref_out, ref_norm, keys)
+
+
+@eqx.filter_jit
+def outputs(model, ys, args):
+    """`model(y, args)` for every state."""
+    return jax.vmap(lambda y: model(y, args))(ys)
+
+
+@eqx.filter_jit
+def solver_steps(model, ys, args):
+    """The solver steps `model.solve(y, args)` took for every state (a Neural ODE)."""
+    return jax.vmap(lambda y: model.solve(y, args).stats["num_steps"])(ys)
+
+
+@dataclasses.dataclass(frozen=True)
+class Measure:
+    """Measures models at the sweep's states, dense or matrix-free, on one device or
+    split over a mesh (every operand placed explicitly: no mixed placements)."""
+
+    method: Literal["dense", "matrix_free"]
+    ys: jax.Array
+    args: Args
+    mesh: object = None
+
+    @property
+    def ys_local(self) -> jax.Array:
+        """The states on one device (all of them)."""
+        if self.mesh is None:
+            return self.ys
+        return jax.device_put(self.ys, self.mesh.devices.flat[0])
+
+    def local(self, model):
+        """`model` placed on the device holding `ys_local`."""
+        if self.mesh is None:
+            return model
+        return eqx.filter_shard(model, self.mesh.devices.flat[0])
+
+    def __call__(self, model, reference=None, key=None) -> dict[str, np.ndarray]:
+        """Per-state measurements of `model` (and against `reference`, a
+        `sweep.reference.Reference`, when given), as NumPy arrays."""
+        mesh = self.mesh
+        ref_jac = ref_model = ref_out = ref_norm = None
+        if reference is not None:
+            ref_jac, ref_model = reference.jac, reference.operator
+            ref_out, ref_norm = reference.out, reference.norm
+        if mesh is not None:
+            model = eqx.filter_shard(model, replicated(mesh))
+            by_state = batch_sharding(mesh)
+            ref_model = eqx.filter_shard(ref_model, replicated(mesh))
+            ref_jac, ref_out, ref_norm = jax.tree.map(
+                lambda x: jax.device_put(x, by_state), (ref_jac, ref_out, ref_norm)
+            )
+        if self.method == "dense":
+            point = dense_point(model, self.ys, ref_jac, ref_out, self.args, mesh)
+        else:
+            point = matrix_free_point(
+                model, self.ys, ref_model, ref_out, ref_norm, self.args, key, mesh
+            )
+        return {name: np.asarray(v) for name, v in point.items()}

@@ -1,0 +1,19 @@
+"""Depth families for [`contdepth.depth_sweep`][]: callables `N -> model`.
+
+Any callable `N -> model` is a depth family (e.g. `lambda n: MyNet(n)`); these are the
+built-in ones, small frozen modules so that equal arguments give equal models (and a
+repeated sweep compiles nothing). Optional capabilities the sweep discovers: `limit`,
+`bounds`, `lipschitz`, `traced_depth`; see `contdepth._sweep.families`.
+"""
+
+from ._sweep.families import (
+    euler as euler,
+    highway as highway,
+    momentum as momentum,
+    plain as plain,
+    random_branches as random_branches,
+    reversible as reversible,
+    scaled_residual as scaled_residual,
+    unscaled as unscaled,
+    untied as untied,
+)
