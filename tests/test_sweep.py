@@ -263,3 +263,40 @@ def test_reversible_models_plug_into_the_sweep(kind, getkey):
     assert result.families["euler"]["sigma_max"][0] == pytest.approx(float(sv[0]), rel=1e-10)
     if kind == "reversible":  # volume preserving: det J = 1
         assert np.prod(np.asarray(sv)) == pytest.approx(1.0, rel=1e-10)
+
+
+def test_markdown_marks_unconverged_roundoff_and_non_finite_entries():
+    # Issue "Trust", item 1: flagged entries are marked, with a legend only when needed.
+    from contdepth._sweep.result import DepthSweep
+
+    families = {"euler": {
+        "sigma_max": np.array([2.0, 3.0, np.inf]),
+        "sigma_min": np.array([0.5, 1e-20, np.nan]),
+        "cond": np.array([4.0, 3e20, np.inf]),
+        "sigma_max_bound": np.array([1e-9, 1e-9, 0.0]),
+        "converged": np.array([0.0, 1.0, 1.0]),
+    }}
+    result = DepthSweep(steps=(1, 2, 4), horizon=1.0, dim=3, num_states=1,
+                        lipschitz=1.0, families=families, reference={},
+                        meta={"dtype": "float64"})
+    text = result.to_markdown()
+    assert "| 1 | 1 | 2† |" in text and "0.5† | 4† |" in text
+    assert "1e-20‡ | 3e+20‡ |" in text
+    assert "| 4 | 0.25 | —(inf) | 0 | —(nan) | —(inf) |" in text
+    assert "† Lanczos did not converge" in text and "‡ σ_min < eps·σ_max" in text
+    flags = json.loads(result.to_json())["flags"]["euler"]
+    assert flags == {"unconverged": [True, False, False], "roundoff": [False, True, False],
+                     "non_finite": [False, False, True]}
+    clean = DepthSweep(steps=(1,), horizon=1.0, dim=3, num_states=1, lipschitz=1.0,
+                       families={"euler": {"sigma_max": np.array([2.0]),
+                                           "sigma_min": np.array([0.5])}},
+                       reference={}, meta={"dtype": "float64"})
+    assert "†" not in clean.to_markdown() and "Lanczos" not in clean.to_markdown()
+
+
+def test_matrix_free_rows_record_convergence(field_and_state):
+    field, y = field_and_state
+    free = cd.depth_sweep(field, y, horizon=1.0, steps=(4,), baselines=False,
+                          progress=False, method="matrix_free")
+    assert free.families["euler"]["converged"].tolist() == [1.0]
+    assert "†" not in free.to_markdown()

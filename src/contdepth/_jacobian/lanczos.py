@@ -105,6 +105,36 @@ class GolubKahanLanczos(eqx.Module):
             key=key,
         )
 
+    def enlarge(self, state: GolubKahanState) -> GolubKahanState:
+        """Continue a state of a solver with fewer `num_iters` in this one: the same
+        bases and bidiagonal, zero-padded to this solver's room. Lets a driver start
+        with a small Krylov space (cheap Ritz values) and grow it only if needed.
+
+        **Arguments:**
+
+        - `state`: a state with room for at most `self.num_iters` steps.
+
+        **Returns:**
+
+        The same [`contdepth.GolubKahanState`][], with room for `self.num_iters` steps.
+        """
+        extra = self.num_iters - state.alpha.shape[0]
+        if extra < 0:
+            raise ValueError(
+                f"Cannot shrink a state with room for {state.alpha.shape[0]} steps to "
+                f"num_iters={self.num_iters}."
+            )
+        pad_rows = lambda a: jnp.pad(a, ((0, extra), (0, 0)))  # noqa: E731
+        return GolubKahanState(
+            right=pad_rows(state.right),
+            left=pad_rows(state.left),
+            alpha=jnp.pad(state.alpha, (0, extra)),
+            beta=jnp.pad(state.beta, (0, extra)),
+            index=state.index,
+            scale=state.scale,
+            key=state.key,
+        )
+
     def step(
         self, operator: lx.AbstractLinearOperator, state: GolubKahanState
     ) -> GolubKahanState:

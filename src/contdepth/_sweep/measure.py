@@ -92,7 +92,9 @@ def matrix_free_point(model, ys, ref, ref_out, ref_norm, args, key, mesh=None) -
     """Per state, by Golub-Kahan-Lanczos ([`contdepth.extreme_singular_values`][]):
     `sigma_max`, `sigma_min` with their error bounds and, given a reference model, the
     relative spectral distance `||J - J_ref||_2 / ||J_ref||_2` with its bound (from the
-    Lanczos bounds of both norms; `ref_norm` is `(value, bound)` per state)."""
+    Lanczos bounds of both norms; `ref_norm` is `(value, bound)` per state), and
+    `converged`: whether every Lanczos value of the state passed its convergence
+    test."""
 
     def one(y, y_ref, norm, k):
         k1, k2 = jr.split(k)
@@ -102,6 +104,7 @@ def matrix_free_point(model, ys, ref, ref_out, ref_norm, args, key, mesh=None) -
             sigma_min=ext.smallest[0],
             sigma_max_bound=ext.largest_bound[0],
             sigma_min_bound=ext.smallest_bound[0],
+            converged=ext.converged,
         )
         if ref is None:
             return out
@@ -116,6 +119,7 @@ def matrix_free_point(model, ys, ref, ref_out, ref_norm, args, key, mesh=None) -
             jac_rel_err=rel,
             jac_rel_err_bound=bound,
             out_rel_err=_rel_err(model(y, args), y_ref),
+            converged=out["converged"] & diff.converged,
         )
         return out
 

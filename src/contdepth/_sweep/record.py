@@ -15,6 +15,7 @@ _WORST = {
     "sigma_max_bound": np.max,
     "sigma_min_bound": np.max,
     "jac_rel_err_bound": np.max,
+    "converged": np.min,  # 1 only if every state's Lanczos values converged
 }
 
 

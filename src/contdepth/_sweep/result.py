@@ -45,9 +45,31 @@ def _fmt(v) -> str:
     return f"{v:.4g}"
 
 
+#: Markers in the Markdown tables, and the legend line each adds under them.
+UNCONVERGED, ROUNDOFF = "†", "‡"
+_LEGEND = {
+    UNCONVERGED: "† Lanczos did not converge to its tolerance in this row (the ± columns "
+    "say by how much; raise `max_iters` of `cd.extreme_singular_values`).",
+    ROUNDOFF: "‡ σ_min < eps·σ_max ({dtype}): below round-off; σ_min and cond are "
+    "limited by rounding, not resolved.",
+    "—": "—(inf), —(nan): a non-finite value (overflow, or a non-finite Jacobian).",
+}
+# The columns a Lanczos run produces (marked † when it did not converge).
+_LANCZOS = ("sigma_max", "sigma_min", "cond", "jac_rel_err")
+
+
+def _cell(v, mark: str = "") -> str:
+    """A table cell: the value with its markers; a non-finite number as `—(inf)`."""
+    if isinstance(v, (float, np.floating)) and not math.isfinite(float(v)):
+        return f"—({_fmt(v)})"
+    return _fmt(v) + mark
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """Rows of values, or of `(value, marker)` pairs."""
+    pair = lambda c: c if isinstance(c, tuple) else (c, "")  # noqa: E731
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(*pair(c)) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -94,6 +116,11 @@ class DepthSweep:
         `num_steps` (solver steps of a Neural ODE), and extra scalars such as
         `accuracy`; empty without a reference.
     - `meta`: settings (dtype, method, tolerances, seeds) for the record.
+
+    Matrix-free rows also carry `converged` (1 when every Lanczos value of every state
+    passed its convergence test, else 0); [`contdepth.DepthSweep.flags`][] collects
+    the per-row flags, which `to_markdown` marks (`†` unconverged, `‡` `σ_min` below
+    round-off, `—(inf)`/`—(nan)` non-finite) and `to_json` records under `"flags"`.
     """
 
     steps: tuple[int, ...]
@@ -134,6 +161,52 @@ class DepthSweep:
         """A copy with extra scalars for the Neural-ODE reference."""
         return dataclasses.replace(self, reference={**self.reference, **values})
 
+    def flags(self) -> dict[str, dict[str, np.ndarray]]:
+        """Per family, boolean flags per `N`:
+
+        - `unconverged`: a Lanczos value did not converge (matrix-free rows with a
+            `converged` column; all `False` otherwise);
+        - `roundoff`: `σ_min < eps σ_max` for the sweep's dtype, so `σ_min` (and
+            `cond`) is below the resolution of floating point;
+        - `non_finite`: some value of the row is inf or nan.
+        """
+        eps = np.finfo(np.dtype(self.meta.get("dtype", "float64"))).eps
+        n = len(self.steps)
+        out = {}
+        for family, cols in self.families.items():
+            conv = cols.get("converged")
+            unconverged = np.zeros(n, bool) if conv is None else np.asarray(conv) < 1
+            roundoff = np.zeros(n, bool)
+            if "sigma_max" in cols and "sigma_min" in cols:
+                smax = np.asarray(cols["sigma_max"], float)
+                smin = np.asarray(cols["sigma_min"], float)
+                with np.errstate(invalid="ignore"):
+                    roundoff = np.isfinite(smax) & np.isfinite(smin) & (smin < eps * smax)
+            values = [np.asarray(v, float) for v in cols.values()]
+            non_finite = np.any([~np.isfinite(v) for v in values], axis=0) if values else (
+                np.zeros(n, bool)
+            )
+            out[family] = dict(
+                unconverged=unconverged, roundoff=roundoff, non_finite=non_finite
+            )
+        return out
+
+    def _marked(self, flags, family: str, column: str) -> list:
+        """`(value, marker)` per `N` of one column."""
+        f = flags[family]
+        cells = []
+        for i, v in enumerate(self.families[family][column]):
+            mark = UNCONVERGED if column in _LANCZOS and f["unconverged"][i] else ""
+            if column in ("sigma_min", "cond") and f["roundoff"][i]:
+                mark += ROUNDOFF
+            cells.append((v, mark))
+        return cells
+
+    def _legend(self, tables: str) -> list[str]:
+        dtype = self.meta.get("dtype", "float64")
+        used = [m for m in _LEGEND if m in tables]
+        return ["", *(_LEGEND[m].format(dtype=dtype) for m in used)] if used else []
+
     def _header(self) -> list[str]:
         model = self.meta.get("model", "euler")
         parts = [] if model == "euler" else [
@@ -162,15 +235,17 @@ class DepthSweep:
         if first != "euler":
             parts += [f"Family: {FAMILY_LABELS.get(first, first)}", ""]
         cols = self.families[first]
+        flags = self.flags()
         order = [c for c in COLUMN_LABELS if c in cols]
         step = [] if self.horizon is None else ["h"]
         headers = ["N", *step] + [COLUMN_LABELS[c] for c in order]
+        marked = [self._marked(flags, first, c) for c in order]
         rows = [
             [n] + ([] if self.horizon is None else [self.horizon / n])
-            + [cols[c][i] for c in order]
+            + [col[i] for col in marked]
             for i, n in enumerate(self.steps)
         ]
-        parts.append(_table(headers, rows))
+        tables = [_table(headers, rows)]
         if others:
             headers = ["N"]
             values = []
@@ -178,10 +253,11 @@ class DepthSweep:
                 for c in ("sigma_max", "sigma_min", "jac_rel_err"):
                     if c in self.families[f]:
                         headers.append(f"{f} {COLUMN_LABELS[c]}")
-                        values.append(self.families[f][c])
+                        values.append(self._marked(flags, f, c))
             rows = [[n] + [col[i] for col in values] for i, n in enumerate(self.steps)]
-            parts += ["", _table(headers, rows)]
-        return "\n".join(parts)
+            tables += ["", _table(headers, rows)]
+        text = "\n".join(tables)
+        return "\n".join(parts + [text] + self._legend(text))
 
     def to_dict(self) -> dict:
         """Everything as plain Python types (inf/nan as strings)."""
@@ -195,6 +271,7 @@ class DepthSweep:
                 "families": self.families,
                 "reference": self.reference,
                 "meta": self.meta,
+                "flags": self.flags(),
             }
         )
 
