@@ -128,3 +128,57 @@ def test_bad_training_inputs():
         cd.train(model, (x, y), steps=0, batch_size=5, key=jr.PRNGKey(0), progress=False)
     with pytest.raises(ValueError, match=r"`model` must be one of"):
         cd.make_classifier("resnet", num_features=2, num_classes=2, key=jr.PRNGKey(0))
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        ([1, -1, 1, -1, 1, -1], r"`data\[1\]` \(labels\) must be class indices in \[0, 2\) "
+         r"for a model with 2 logits, got -1 .*`\(labels \+ 1\) // 2`"),
+        ([0, 1, 5, 0, 1, 0], r"in \[0, 2\) .*got 5 at index 2.*`num_classes=6`"),
+    ],
+)
+def test_labels_outside_classes(labels, match):
+    clf = cd.make_classifier("plain", num_features=2, num_classes=2, dim=2, width=2,
+                             depth=1, key=jr.PRNGKey(0))
+    data = (jnp.ones((6, 2)), jnp.asarray(labels))
+    with pytest.raises(ValueError, match=match):
+        cd.evaluate(clf, data)
+    with pytest.raises(ValueError, match=match.replace("data", "train_data", 1)):
+        cd.train(clf, data, steps=1, batch_size=2, key=jr.PRNGKey(0), progress=False)
+
+
+def test_field_horizon_must_match_model():
+    pieces = [cd.MLPField(2, 4, 1, key=k) for k in jr.split(jr.PRNGKey(0), 2)]
+    field = cd.PiecewiseField(pieces, 1.0)
+    with pytest.raises(ValueError, match=r"PiecewiseField\(horizon=1.0\) inside "
+                       r"EulerResNet\(horizon=2.0\) would reuse its last piece on "
+                       r"\[1.0, 2.0\]"):
+        cd.EulerResNet(field, 4, 2.0)
+    with pytest.raises(ValueError, match=r"inside NeuralODE\(horizon=0.5\) would never "
+                       r"reach its part on \[0.5, 1.0\]"):
+        cd.NeuralODE(field, 0.5)
+    with pytest.raises(ValueError, match=r"inside MomentumResNet\(horizon=2.0\)"):
+        one_piece = cd.PiecewiseField([cd.MLPField(4, 4, 1, key=jr.PRNGKey(1))], 1.0)
+        cd.MomentumResNet(one_piece, 4, 2.0, gamma=0.5)
+    with pytest.raises(ValueError, match=r"inside ReversibleResNet\(horizon=2.0\) .*: "
+                       r"`field_b`"):
+        cd.ReversibleResNet(pieces[0], field, 4, 2.0)
+    cd.EulerResNet(field, 4, 1.0)  # matching horizons: fine
+    cd.NeuralODE(field, 1.0)
+
+
+def test_steps_straddling_pieces_warn_unless_filtered():
+    import warnings
+
+    pieces = [cd.MLPField(2, 4, 1, key=k) for k in jr.split(jr.PRNGKey(0), 4)]
+    field = cd.PiecewiseField(pieces, 1.0)
+    match = (r"6 steps over PiecewiseField with 4 pieces: num_steps is not a multiple "
+             r"of 4, so steps straddle 2 of its 3 piece boundaries")
+    with pytest.warns(cd.StepStraddlesJumpWarning, match=match):
+        cd.EulerResNet(field, 6, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cd.EulerResNet(field, 8, 1.0)  # a multiple: no warning
+        warnings.filterwarnings("ignore", category=cd.StepStraddlesJumpWarning)
+        cd.EulerResNet(field, 6, 1.0)  # opted out

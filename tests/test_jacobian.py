@@ -37,10 +37,12 @@ def test_jacobian_matches_finite_differences_and_modes_agree(kind, getkey):
     np.testing.assert_allclose(fwd, rev, rtol=0, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::contdepth.StepStraddlesJumpWarning")  # 5 steps, 4 pieces
 @pytest.mark.parametrize("kind", ["conv", "attention", "mlp_time", "piecewise"])
 def test_step_jacobian_product_equals_jacobian(kind, getkey):
     field, y = make_field(kind, getkey())
-    model = cd.EulerResNet(field, 5, 0.7)
+    # A PiecewiseField declares its horizon: the model must share it.
+    model = cd.EulerResNet(field, 5, getattr(field, "horizon", 0.7))
     steps = cd.step_jacobians(model, y)
     d = y.size
     assert steps.shape == (5, d, d)

@@ -23,6 +23,7 @@ from .helpers import (
 )
 
 
+@pytest.mark.filterwarnings("ignore::contdepth.StepStraddlesJumpWarning")  # 1, 7 steps
 @pytest.mark.parametrize("kind", FIELD_KINDS)
 @pytest.mark.parametrize("num_steps", [1, 7, 16])
 def test_euler_is_diffrax_euler(kind, num_steps, getkey):
@@ -144,6 +145,7 @@ def test_gradients_match_finite_differences(kind, getkey):
     assert max_rel_err(grad_y, fd_y) < 1e-6
 
 
+@pytest.mark.filterwarnings("ignore::contdepth.StepStraddlesJumpWarning")  # 3 steps
 @pytest.mark.parametrize("kind", FIELD_KINDS)
 def test_models_vmap_and_jit(kind, getkey):
     field, y = make_field(kind, getkey())

@@ -19,11 +19,15 @@ from ._fields.conv import ConvField as ConvField
 from ._fields.linear import LinearField as LinearField
 from ._fields.mlp import MLPField as MLPField
 from ._fields.piecewise import PiecewiseField as PiecewiseField
-from ._fields.protocol import lipschitz_bound as lipschitz_bound
+from ._fields.protocol import (
+    lipschitz_bound as lipschitz_bound,
+    StepStraddlesJumpWarning as StepStraddlesJumpWarning,
+)
 from ._models.base import (
     AbstractDepthModel as AbstractDepthModel,
     AbstractDiscreteDepthModel as AbstractDiscreteDepthModel,
 )
+from ._models.checked import Checked as Checked, checked as checked
 from ._models.euler import EulerResNet as EulerResNet
 from ._models.highway import HighwayNet as HighwayNet
 from ._models.momentum import MomentumResNet as MomentumResNet

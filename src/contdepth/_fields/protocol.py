@@ -9,8 +9,18 @@ Everything else is an optional capability, discovered rather than demanded (as
 - `lipschitz_bound()`: an upper bound on `Lip(y -> f(t, y, args))`, uniform in `t`.
     Without it the bound is `inf` ([`contdepth.lipschitz_bound`][]).
 - `jump_times(dtype)`: times at which the field is discontinuous in `t` (e.g.
-    [`contdepth.PiecewiseField`][]); adaptive solves step to them exactly.
+    [`contdepth.PiecewiseField`][]); adaptive solves step to them exactly, and a
+    fixed-step model whose step grid misses one warns (`StepStraddlesJumpWarning`).
+- `horizon`: a positive number, the end `T` of the time span `[0, T]` the field is
+    built for (e.g. `PiecewiseField(fields, horizon)`). A model over another horizon
+    refuses the field at construction ([`field_horizon`][], [`check_field_horizon`][]).
 """
+
+import math
+import numbers
+import os
+import sys
+import warnings
 
 import equinox as eqx
 import jax
@@ -125,3 +135,78 @@ def check_field_state(field, y: State, args: Args = ARGS_UNKNOWN, name: str = "y
             f"with the state's shape and dtype (cast with `.astype(y.dtype)` if its "
             f"weights have another dtype)."
         )
+
+
+class StepStraddlesJumpWarning(UserWarning):
+    """A fixed-step model steps across a time where its field jumps (e.g.
+    `EulerResNet(PiecewiseField(fields, T), num_steps, T)` with `num_steps` not a
+    multiple of `len(fields)`), so some steps mix two pieces. Silence it when that is
+    intended: `warnings.filterwarnings("ignore", category=cd.StepStraddlesJumpWarning)`.
+    """
+
+
+def field_horizon(field) -> float | None:
+    """The horizon `T` a field declares through a numeric `horizon` attribute, or
+    `None` (most fields hold for all `t`)."""
+    horizon = getattr(field, "horizon", None)
+    if isinstance(horizon, numbers.Real) and not isinstance(horizon, bool):
+        return float(horizon)
+    return None
+
+
+def check_field_horizon(name: str, field, model: str, horizon: float) -> None:
+    """Raise `ValueError` if `field` declares a horizon other than the model's."""
+    own = field_horizon(field)
+    if own is None or math.isclose(own, horizon, rel_tol=1e-12, abs_tol=0.0):
+        return
+    described = f"{_describe(field)}(horizon={own})"
+    if own < horizon:
+        consequence = f"would reuse its last piece on [{own}, {horizon}]"
+    else:
+        consequence = f"would never reach its part on [{horizon}, {own}]"
+    raise ValueError(
+        f"{described} inside {model}(horizon={horizon}) {consequence}: `{name}` and "
+        f"the model must share one horizon. Build the model with `horizon={own}`, or "
+        f"the field with `horizon={horizon}`."
+    )
+
+
+def warn_if_steps_straddle_jumps(
+    field, model: str, num_steps: int, horizon: float
+) -> None:
+    """Warn (`StepStraddlesJumpWarning`) when a fixed step `h = horizon / num_steps`
+    does not land on the field's `jump_times`."""
+    jumps = jump_times(field, jnp.float64)
+    h = horizon / num_steps
+    missed = [t for t in jumps if 0 < t < horizon and abs(t / h - round(t / h)) > 1e-6]
+    if not missed:
+        return
+    pieces = getattr(field, "num_pieces", None)
+    what = (
+        f"{num_steps} steps over {_describe(field)} with {pieces} pieces: num_steps is "
+        f"not a multiple of {pieces}"
+        if isinstance(pieces, int)
+        else f"{num_steps} steps over {_describe(field)}, whose jump at t = "
+        f"{missed[0]:g} is not on the step grid h = {h:g}"
+    )
+    warnings.warn(
+        f"{model}: {what}, so steps straddle {len(missed)} of its {len(jumps)} piece "
+        "boundaries: such a step applies the piece active at its start over part of "
+        "the next piece's "
+        "interval, and the model is not the untied ResNet of the pieces. "
+        "Pass a num_steps that is a multiple of the number of pieces, or silence this "
+        "with `warnings.filterwarnings('ignore', "
+        "category=cd.StepStraddlesJumpWarning)`.",
+        StepStraddlesJumpWarning,
+        stacklevel=_caller_stacklevel(),
+    )
+
+
+def _caller_stacklevel() -> int:
+    """The `stacklevel` of the first frame outside contdepth and equinox (whose
+    `Module` metaclass sits between a constructor and its caller)."""
+    inside = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(eqx.__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -5,7 +5,13 @@ import jax.numpy as jnp
 from jaxtyping import Array, Int
 
 from .._custom_types import Args, State
-from .._fields.protocol import ARGS_UNKNOWN, check_field, check_field_state
+from .._fields.protocol import (
+    ARGS_UNKNOWN,
+    check_field,
+    check_field_horizon,
+    check_field_state,
+    warn_if_steps_straddle_jumps,
+)
 from .._step_rule import rk_step, step_time
 from .._validation import check_positive_float, check_positive_int
 from .base import AbstractDiscreteDepthModel
@@ -35,11 +41,19 @@ class EulerResNet(AbstractDiscreteDepthModel):
         - `field`: the vector field: any callable `F(t, y, args) -> dy/dt` (a
             function, an `eqx.Module`, a contdepth field such as `cd.MLPField`).
         - `num_steps`: the depth `N >= 1` (number of residual blocks / Euler steps).
-        - `horizon`: the final time `T > 0`; the step is `h = T / N`.
+        - `horizon`: the final time `T > 0`; the step is `h = T / N`. A field that
+            declares a `horizon` (e.g. `cd.PiecewiseField`) must have this one, else
+            `ValueError`.
+
+        A field with `jump_times` (a `cd.PiecewiseField` of `M` pieces) whose jumps
+        are not on the step grid (`num_steps` not a multiple of `M`) triggers a
+        `cd.StepStraddlesJumpWarning`; filter that category to silence it.
         """
         self.field = check_field("field", field)
         self.num_steps = check_positive_int("num_steps", num_steps)
         self.horizon = check_positive_float("horizon", horizon)
+        check_field_horizon("field", field, "EulerResNet", self.horizon)
+        warn_if_steps_straddle_jumps(field, "EulerResNet", self.num_steps, self.horizon)
 
     @property
     def step_size(self) -> float:

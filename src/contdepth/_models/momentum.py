@@ -8,7 +8,12 @@ from jaxtyping import Array, Int
 
 from .._adjoint.reversible_scan import check_memory, Memory, reversible_scan, run_inverse
 from .._custom_types import Args, State
-from .._fields.protocol import ARGS_UNKNOWN, check_field, check_field_state
+from .._fields.protocol import (
+    ARGS_UNKNOWN,
+    check_field,
+    check_field_horizon,
+    check_field_state,
+)
 from .._step_rule import residual_update, step_time
 from .._validation import check_positive_float, check_positive_int
 from .base import AbstractDepthModel
@@ -84,6 +89,7 @@ class MomentumResNet(AbstractDepthModel):
         self.field = check_field("field", field)
         self.num_steps = check_positive_int("num_steps", num_steps)
         self.horizon = check_positive_float("horizon", horizon)
+        check_field_horizon("field", field, "MomentumResNet", self.horizon)
         if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
             raise TypeError(f"`gamma` must be a real number in [0, 1), got {gamma!r}.")
         gamma = float(gamma)
@@ -142,6 +148,7 @@ class MomentumResNet(AbstractDepthModel):
 
         `x_N`, same shape and dtype as `y`.
         """
+        self.check_state(y, "y", args)
         x_final, _ = self.forward_with_velocity(y, jnp.zeros_like(y), args)
         return x_final
 

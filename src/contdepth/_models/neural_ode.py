@@ -8,7 +8,13 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._adjoint.reversible_heun import ReversibleAdjoint
 from .._custom_types import Args, State
-from .._fields.protocol import ARGS_UNKNOWN, check_field, check_field_state, jump_times
+from .._fields.protocol import (
+    ARGS_UNKNOWN,
+    check_field,
+    check_field_horizon,
+    check_field_state,
+    jump_times,
+)
 from .._validation import check_bool, check_positive_float, check_positive_int
 from . import _ode_errors
 from .base import AbstractDepthModel
@@ -118,6 +124,7 @@ class NeuralODE(AbstractDepthModel):
         self.throw = check_bool("throw", throw)
         self.field = check_field("field", field)
         self.horizon = check_positive_float("horizon", horizon)
+        check_field_horizon("field", field, "NeuralODE", self.horizon)
         _check_instance("solver", solver, diffrax.AbstractSolver, "diffrax.Tsit5()")
         _check_instance(
             "adjoint", adjoint, diffrax.AbstractAdjoint,

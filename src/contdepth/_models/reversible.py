@@ -7,7 +7,12 @@ from jaxtyping import Array, Float, Int
 
 from .._adjoint.reversible_scan import check_memory, Memory, reversible_scan, run_inverse
 from .._custom_types import Args, State
-from .._fields.protocol import ARGS_UNKNOWN, check_field, check_field_state
+from .._fields.protocol import (
+    ARGS_UNKNOWN,
+    check_field,
+    check_field_horizon,
+    check_field_state,
+)
 from .._step_rule import residual_update, step_time
 from .._validation import check_float_array, check_positive_float, check_positive_int
 from .base import AbstractDepthModel
@@ -67,6 +72,8 @@ class ReversibleResNet(AbstractDepthModel):
         self.field_b = check_field("field_b", field_b)
         self.num_steps = check_positive_int("num_steps", num_steps)
         self.horizon = check_positive_float("horizon", horizon)
+        check_field_horizon("field_a", field_a, "ReversibleResNet", self.horizon)
+        check_field_horizon("field_b", field_b, "ReversibleResNet", self.horizon)
         self.memory = check_memory(memory)
 
     @property

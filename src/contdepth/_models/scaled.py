@@ -2,8 +2,9 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Int
+from jaxtyping import Array, Float, Int
 
 from .._custom_types import Args, State
 from .._fields.protocol import (
@@ -23,8 +24,18 @@ class ScaledResidualNet(AbstractDiscreteDepthModel):
     Its block Jacobian is `(1 - beta) I + alpha J_f`, so
     `|1 - beta| + alpha Lip(f) <= 1` makes every block non-expansive and gradients
     cannot explode, by construction. Pass `alpha="nonexpansive"` to pick
-    `alpha = (1 - |1 - beta|) / Lip(f)` from the fields' Lipschitz bounds (valid for
-    the weights at construction; training moves them).
+    `alpha = (1 - |1 - beta|) / Lip(f)` from the fields' Lipschitz bounds.
+
+    `alpha` is a scalar array leaf, so models built with different keys share one
+    structure: `cd.load` into any `like`, `jax.vmap` over stacked models and
+    `eqx.filter_eval_shape` of the constructor all work. Like every floating leaf it
+    is differentiated by `jax.grad` and trained by `cd.train` (a learnable residual
+    scale, as in ReZero); to keep it fixed, leave it out of the optimiser, e.g.
+    `optax.masked`. A `"nonexpansive"` alpha is valid for the weights at construction;
+    training moves them, and
+    `eqx.tree_at(lambda m: m.alpha, net, net.nonexpansive_alpha())` recomputes it for
+    the current ones. (Recomputing it on every call would keep the guarantee but make
+    every forward pass pay for the spectral norms and differentiate through them.)
 
     `f_l` is called as `f(t=l, y, args)`. One field (any callable `f(t, y, args)`)
     means tied weights; a sequence of `num_layers` identically-structured fields (e.g.
@@ -36,7 +47,7 @@ class ScaledResidualNet(AbstractDiscreteDepthModel):
 
     fields: Callable
     tied: bool = eqx.field(static=True)
-    alpha: float = eqx.field(static=True)
+    alpha: Float[Array, ""]
     beta: float = eqx.field(static=True)
     _num_layers: int = eqx.field(static=True)
 
@@ -86,23 +97,32 @@ class ScaledResidualNet(AbstractDiscreteDepthModel):
                 raise ValueError(
                     f"`alpha` must be a number >= 0 or 'nonexpansive', got {alpha!r}."
                 )
-            margin = 1.0 - abs(1.0 - self.beta)
-            if margin <= 0:
+            if 1.0 - abs(1.0 - self.beta) <= 0:
                 raise ValueError(
                     f"`alpha='nonexpansive'` needs |1 - beta| < 1 (0 < beta < 2), got "
                     f"beta={self.beta}: the skip alone is already not contractive."
                 )
-            lip = float(self.max_lipschitz())
-            if not jnp.isfinite(lip):
-                raise ValueError(
-                    "`alpha='nonexpansive'` needs a finite Lipschitz bound, but "
-                    "`cd.lipschitz_bound(field)` is inf (the field has no "
-                    "`lipschitz_bound()` method, or it is unbounded, e.g. AttentionField): "
-                    "pass a number for `alpha`."
-                )
-            self.alpha = margin / lip if lip > 0 else 1.0
+            self.alpha = self.nonexpansive_alpha()
         else:
-            self.alpha = check_nonnegative_float("alpha", alpha)
+            self.alpha = jnp.asarray(check_nonnegative_float("alpha", alpha))
+
+    def nonexpansive_alpha(self) -> Float[Array, ""]:
+        """The largest `alpha` with `|1 - beta| + alpha max_l Lip(f_l) <= 1` for the
+        current weights (`1` if every field is constant). Works under `jit`/`vmap`."""
+        margin = 1.0 - abs(1.0 - self.beta)
+        lip = self.max_lipschitz()
+        message = (
+            "`alpha='nonexpansive'` needs a finite Lipschitz bound, but "
+            "`cd.lipschitz_bound(field)` is inf (the field has no "
+            "`lipschitz_bound()` method, or it is unbounded, e.g. AttentionField): "
+            "pass a number for `alpha`."
+        )
+        if isinstance(lip, jax.core.Tracer):  # e.g. under eval_shape or vmap
+            lip = eqx.error_if(lip, ~jnp.isfinite(lip), message)
+        elif not bool(jnp.isfinite(lip)):
+            raise ValueError(message)
+        positive = lip > 0
+        return jnp.where(positive, margin / jnp.where(positive, lip, 1.0), 1.0)
 
     @property
     def num_layers(self) -> int:
@@ -127,7 +147,7 @@ class ScaledResidualNet(AbstractDiscreteDepthModel):
     def step(self, k: Int[Array, ""], y: State, args: Args = None) -> State:
         t = k.astype(y.dtype)
         f = self.layer(k)(t, y, args)
-        return (1 - self.beta) * y + self.alpha * f
+        return (1 - self.beta) * y + self.alpha.astype(y.dtype) * f
 
     def check_state(self, y: State, name: str = "y", args: Args = ARGS_UNKNOWN) -> None:
         check_field_state(self.layer(0), y, args, name)

@@ -1,6 +1,8 @@
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 
 from .._validation import check_finite_array, check_positive_int
 
@@ -32,6 +34,47 @@ def check_data(name: str, data) -> tuple[jax.Array, jax.Array]:
         )
     check_finite_array(f"{name}[0]", x)
     return jnp.asarray(x), jnp.asarray(y)
+
+
+def check_labels(name: str, model, x, y) -> None:
+    """Labels must be class indices in `[0, C)`, `C` the size of `model`'s logits
+    (found by one `jax.eval_shape`, without running the model)."""
+    sample = jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
+    try:
+        logits = eqx.filter_eval_shape(model, sample)
+    except (TypeError, ValueError) as e:
+        kind = TypeError if isinstance(e, TypeError) else ValueError
+        raise kind(
+            f"`model` cannot be applied to one sample of `{name}[0]` (features of "
+            f"shape {tuple(x.shape)}, so a sample has shape {tuple(x.shape[1:])}): {e}"
+        ) from e
+    shape = getattr(logits, "shape", None)
+    if shape is None or len(shape) != 1:
+        got = f"shape {tuple(shape)}" if shape is not None else type(logits).__name__
+        raise ValueError(
+            f"`model` must map one sample of `{name}[0]` (shape {tuple(x.shape[1:])}) "
+            f"to a vector of logits, got {got}."
+        )
+    num_classes = shape[0]
+    labels = np.asarray(y)
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        lo, hi = int(labels.min()), int(labels.max())
+        if set(np.unique(labels).tolist()) <= {-1, 1}:
+            hint = " Labels in {-1, 1} map to classes with `(labels + 1) // 2`."
+        elif lo >= 0:
+            hint = (
+                f" Remap them to 0, ..., {num_classes - 1}, or build the model with "
+                f"`num_classes={hi + 1}`."
+            )
+        else:
+            hint = f" Remap them to 0, ..., {num_classes - 1}."
+        raise ValueError(
+            f"`{name}[1]` (labels) must be class indices in [0, {num_classes}) for a "
+            f"model with {num_classes} logits, got {labels[bad[0]]} at index "
+            f"{int(bad[0])} ({bad.size} of {labels.size} labels outside; labels span "
+            f"[{lo}, {hi}]).{hint}"
+        )
 
 
 def batch_indices(key, step, num_samples: int, batch_size: int):

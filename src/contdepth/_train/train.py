@@ -19,7 +19,7 @@ from .._validation import (
     check_positive_int,
 )
 from .checkpointing import CheckpointManager, check_checkpoint_dir, run_fingerprint
-from .data import batch_indices, check_batch_size, check_data
+from .data import batch_indices, check_batch_size, check_data, check_labels
 from .loss import cross_entropy
 
 
@@ -72,7 +72,8 @@ def train(
     - `model`: a module mapping one feature vector to logits (e.g.
         [`contdepth.Classifier`][]); it is `vmap`-ed over each batch.
     - `train_data`: a `(features, labels)` pair, features `(n, ...)` floating point,
-        labels `(n,)` integer.
+        labels `(n,)` integer class indices in `[0, C)`, `C` the size of the model's
+        logits (checked: anything else is a `ValueError`).
     - `steps`: number of optimiser steps.
     - `batch_size`: samples per step, `<= n`.
     - `key`: a `jax.random.PRNGKey` for the batch order.
@@ -114,6 +115,7 @@ def train(
     """
     check_callable("model", model)
     x, y = check_data("train_data", train_data)
+    check_labels("train_data", model, x, y)
     steps = check_positive_int("steps", steps)
     batch_size = check_batch_size(batch_size, x.shape[0])
     key = check_key("key", key)
