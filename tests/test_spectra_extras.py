@@ -65,11 +65,17 @@ def test_hutchinson_within_three_standard_errors(kind, getkey):
         y = jr.normal(getkey(), (64,))
     else:
         model, y = make_model(kind, getkey())
-    exact = jnp.sum(_jacobian(model, y) ** 2)
-    result = cd.jacobian_frobenius(model, y, num_probes=64, key=getkey())
-    assert result.num_probes == 64
-    assert 0 < result.standard_error < 0.5 * exact
-    assert abs(result.estimate - exact) <= 3 * result.standard_error
+    exact = float(jnp.sum(_jacobian(model, y) ** 2))
+    # Key-independent: every key within 5 standard errors (two-sided normal tail
+    # 6e-7 per key), and the pooled estimate of 5 keys within 3 of its own.
+    results = [cd.jacobian_frobenius(model, y, num_probes=64, key=getkey()) for _ in range(5)]
+    for result in results:
+        assert result.num_probes == 64
+        assert 0 < result.standard_error < 0.5 * exact
+        assert abs(result.estimate - exact) <= 5 * result.standard_error
+    pooled = np.mean([float(r.estimate) for r in results])
+    pooled_se = np.sqrt(np.sum([float(r.standard_error) ** 2 for r in results])) / 5
+    assert abs(pooled - exact) <= 3 * pooled_se
 
 
 def test_hutchinson_is_exact_for_diagonal_jacobians(getkey):
@@ -206,14 +212,26 @@ def test_lyapunov_sum_is_log_det_over_horizon_and_majorised(method, getkey):
     assert abs(gap[-1]) <= 1e-10
 
 
-def test_lyapunov_differs_from_log_sigma_at_finite_horizon(getkey):
-    # A strongly non-normal A: transient growth makes sigma_max(expm(TA)) > 1 although
-    # both eigenvalues are negative; the QR exponents see mostly the eigenvalues.
+@pytest.mark.parametrize("seed", [None, 0, 1, 2, 3])
+def test_lyapunov_differs_from_log_sigma_at_finite_horizon(seed):
+    # At finite T the leading QR exponent is the growth of the start frame's first
+    # column q, log|J q| / T, not log sigma_max / T: they differ unless q is the top
+    # right singular vector. This holds for every key (None: the default key), so the
+    # test checks the identity rather than a key-dependent size of the gap.
     field = cd.LinearField(jnp.array([[-1.0, 20.0], [0.0, -2.0]]))
     model = cd.EulerResNet(field, 200, 2.0)
-    exps = cd.lyapunov_exponents(field, jnp.ones(2), 2.0, num_steps=200, key=getkey())
-    log_sigma = jnp.log(_singular_values(model, jnp.ones(2))) / 2.0
-    assert abs(jnp.max(exps) - log_sigma[0]) > 0.1
+    key = None if seed is None else jr.PRNGKey(seed)
+    exps = cd.lyapunov_exponents(field, jnp.ones(2), 2.0, num_steps=200, key=key)
+    q = cd.LyapunovQR(field, 0.01, 2).init(jnp.ones(2), jr.PRNGKey(0) if key is None
+                                            else key).frame[:, 0]
+    jac = _jacobian(model, jnp.ones(2))
+    log_sigma = jnp.log(jnp.linalg.svd(jac, compute_uv=False)) / 2.0
+    np.testing.assert_allclose(exps[0], jnp.log(jnp.linalg.norm(jac @ q)) / 2.0,
+                               rtol=0, atol=1e-10)
+    _, v = jnp.linalg.eigh(jac.T @ jac)
+    misalignment = 1 - abs(float(v[:, -1] @ q))
+    assert misalignment > 1e-6  # a random frame is never exactly the top direction ...
+    assert log_sigma[0] - exps[0] > 1e-9  # ... so the exponents differ from log sigma/T
     np.testing.assert_allclose(jnp.sum(exps), jnp.sum(log_sigma), rtol=0, atol=1e-12)
 
 
@@ -324,8 +342,13 @@ def test_stability_report_nonlinear_field_and_summary(getkey):
     expected = np.linalg.eigvals(h * fd)
     np.testing.assert_allclose(np.sort_complex(np.asarray(report.eigenvalues)),
                                np.sort_complex(expected), atol=1e-8)
+    # Flagged only where Euler amplifies more than the exact flow |e^z| (log-rate
+    # allowance growth_rtol); eigenvalues with Re z > 0 that the flow amplifies too are
+    # "growth as the flow".
+    z = np.asarray(report.eigenvalues)
+    flow = np.maximum(1, np.exp((1 + report.growth_rtol) * z.real))
     np.testing.assert_array_equal(
-        report.unstable, np.abs(1 + expected) > 1 + report.tol
+        report.unstable, np.abs(1 + z) > flow + np.asarray(report.tol)
     )
     text = repr(report)
     assert "euler" in text and f"{int(report.num_unstable)} of 4" in text
