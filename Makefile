@@ -1,12 +1,13 @@
 # Two commands, each installs what it needs into ./.venv on first use:
 #   make sweep   -- the main job (train on digits, then sweep depth N with T fixed)
 #   make test    -- the whole test suite (what CI runs)
+#   make figures -- re-run the slow README jobs and rewrite every number in the READMEs
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: sweep train test bench clean
+.PHONY: sweep train test bench figures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,9 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+figures: $(STAMP)
+	$(BIN)/python docs/readme_figures.py --regenerate
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -104,6 +104,7 @@ def main(argv=None) -> dict:
                 result = {"name": name, "rows": [], "error": repr(e),
                           "traceback": traceback.format_exc(), "notes": []}
         result.setdefault("checks", [])
+        result.setdefault("skipped_checks", c.skipped_checks(result.get("notes", [])))
         results[name] = result
         result["seconds"] = round(time.perf_counter() - t0, 2)
         result["environment"] = env

@@ -279,3 +279,12 @@ def rounded(row: dict, digits: int = 3) -> dict:
 
 def peak_gflops_known() -> bool:
     return "gflops" in _PEAK
+
+
+def skipped_checks(notes: list[str]) -> list[dict]:
+    """The comparisons a workload could not check because their other side is not
+    installed: one record per missing package, `{"requires", "reason"}`, so that a
+    missing check is excused only by an explicit, verifiable entry in the JSON."""
+    missing = {"torch": TORCH_MISSING, "torchdiffeq": TORCHDIFFEQ_MISSING}
+    return [{"requires": pkg, "reason": note} for pkg, note in missing.items()
+            if note in notes]

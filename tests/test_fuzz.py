@@ -51,15 +51,27 @@ def _raised_by_contdepth(e: BaseException) -> bool:
     return bool(frames) and frames[-1].filename.startswith(PACKAGE_DIR)
 
 
-def attempt(label: str, fn):
-    """Run `fn`; return its value, or `None` after checking the error is documented."""
+def attempt(label: str, fn, args=None, names=()):
+    """Run `fn`; return its value, or `None` after checking the error is documented.
+
+    With `args` from `arguments(...)`: an all-valid draw must succeed, a draw with a
+    surely invalid argument must fail, and an error must name (in backticks) one of
+    the arguments that were not drawn valid. `names`: the arguments an error may name
+    when the draw's validity is judged by the caller (array inputs)."""
+    allowed = tuple(names) + (tuple(sorted(args.broken)) if args is not None else ())
     try:
         out = fn()
     except (ValueError, TypeError) as e:
         assert _raised_by_contdepth(e), f"{label}: undocumented {type(e).__name__}: {e}"
-        assert "`" in str(e), f"{label}: the message names no argument: {e}"
+        assert args is None or args.broken, f"{label}: an all-valid draw failed: {e}"
+        assert allowed, f"{label}: no argument may fail here: {e}"
+        assert any(f"`{n}" in str(e) for n in allowed), (
+            f"{label}: the message names none of {allowed}: {e}")
         CASES[f"{label}: error"] += 1
         return None
+    assert args is None or not args.invalid, (
+        f"{label}: accepted invalid {sorted(args.invalid)}: "
+        + ", ".join(f"{n}={args[n]!r}" for n in sorted(args.invalid)))
     CASES[f"{label}: ok"] += 1
     return out
 
@@ -100,18 +112,40 @@ WEIRD = st.one_of(
 )
 KEYS = st.sampled_from([jr.PRNGKey(0), jr.key(1)])
 BAD_KEYS = st.one_of(WEIRD, st.just(jr.split(jr.PRNGKey(0))), st.just(jnp.zeros(2)))
+# Values that no scalar argument accepts: every draw holding one must be refused.
+INVALID = st.sampled_from(["3", "", [1, 2], object(), 1 + 2j, jnp.asarray([1.0, 2.0])])
+
+
+class Args(dict):
+    """Drawn keyword arguments; `broken`: names not drawn from their valid strategy,
+    `invalid`: the subset drawn from `INVALID` (surely refused)."""
+
+    broken: frozenset = frozenset()
+    invalid: frozenset = frozenset()
 
 
 @st.composite
-def arguments(draw, bad=None, **valid):
+def arguments(draw, bad=None, invalid=None, **valid):
     """Valid values for all arguments but at most two, which get a wrong type or an
-    edge value instead (from `bad[name]`, default `WEIRD`)."""
+    edge value instead (from `bad[name]`, default `WEIRD`: may happen to be valid) or
+    a surely invalid value (from `invalid[name]`, default `INVALID`; `None` for an
+    argument with no surely invalid value)."""
     bad = {"key": BAD_KEYS, **(bad or {})}
+    invalid = invalid or {}
     broken = draw(st.lists(st.sampled_from(sorted(valid)), max_size=2, unique=True))
-    return {
-        name: draw(bad.get(name, WEIRD) if name in broken else s)
-        for name, s in valid.items()
-    }
+    out, sure = Args(), set()
+    for name, s in valid.items():
+        if name not in broken:
+            out[name] = draw(s)
+            continue
+        surely = invalid.get(name, INVALID)
+        if surely is not None and draw(st.booleans()):
+            out[name] = draw(surely)
+            sure.add(name)
+        else:
+            out[name] = draw(bad.get(name, WEIRD))
+    out.broken, out.invalid = frozenset(broken), frozenset(sure)
+    return out
 
 
 SIZES = st.sampled_from([1, 3])
@@ -146,7 +180,7 @@ def models():
 def test_models_on_random_states(models, name, y):
     model = models[name]
     try:
-        out = attempt(f"{name}(y)", lambda: model(y))
+        out = attempt(f"{name}(y)", lambda: model(y), names=("y",))
     except eqx.EquinoxRuntimeError as e:
         assert name == "ode" and not _finite(y), e
         assert "initial state `y` contains NaN or inf" in str(e)
@@ -167,7 +201,9 @@ def test_models_on_random_states(models, name, y):
        y_dtype=st.sampled_from([jnp.float32, jnp.float64]))
 def test_perturbed_on_random_deltas(models, deltas, y_dtype):
     model, y = models["euler"], jnp.linspace(-1.0, 1.0, 3).astype(y_dtype)
-    out = attempt("perturbed", lambda: model.perturbed(y, deltas))
+    out = attempt("perturbed", lambda: model.perturbed(y, deltas), names=("deltas",))
+    valid = deltas.shape == (4, 3) and jnp.issubdtype(deltas.dtype, jnp.floating)
+    assert (out is not None) == valid, (deltas.shape, deltas.dtype)
     if out is not None:
         assert out.dtype == jnp.result_type(y, deltas)  # promoted, never downcast
         if _finite(deltas):
@@ -189,7 +225,7 @@ def times(draw):
 @given(ts=times())
 def test_ode_trajectory_on_random_times(models, ts):
     model, y = models["ode"], jnp.linspace(-1.0, 1.0, 3)
-    out = attempt("trajectory", lambda: model.trajectory(y, ts))
+    out = attempt("trajectory", lambda: model.trajectory(y, ts), names=("ts",))
     if out is not None:
         assert out.shape == (len(ts), 3) and out.dtype == y.dtype and _finite(out)
 
@@ -209,7 +245,7 @@ def _check_field(field):
 def test_mlp_field_arguments(a):
     field = attempt("MLPField", lambda: cd.MLPField(
         a["dim"], a["width"], a["depth"], time_dependent=a["time_dependent"],
-        key=a["key"]))
+        key=a["key"]), a)
     if field is not None:
         _check_field(field)
 
@@ -218,7 +254,7 @@ def test_mlp_field_arguments(a):
 @given(matrix=arrays([(), (0, 0), (1, 1), (3, 3), (2, 3), (3,), (2, 2, 2), (64, 64)],
                      valid_shape=(3, 3)))
 def test_linear_field_matrices(matrix):
-    field = attempt("LinearField", lambda: cd.LinearField(matrix))
+    field = attempt("LinearField", lambda: cd.LinearField(matrix), names=("matrix",))
     if field is not None:
         assert jnp.issubdtype(matrix.dtype, jnp.floating) and _finite(matrix)
         _check_field(field)
@@ -230,7 +266,7 @@ def test_linear_field_matrices(matrix):
 def test_euler_resnet_arguments(a):
     field = cd.LinearField(-jnp.eye(2))
     model = attempt("EulerResNet", lambda: cd.EulerResNet(
-        field, a["num_steps"], a["horizon"]))
+        field, a["num_steps"], a["horizon"]), a)
     if model is not None:
         y = jnp.ones(2)
         expected = (1 - model.step_size) ** model.num_steps  # (I + hA)^N y, A = -I
@@ -244,7 +280,7 @@ def test_euler_resnet_arguments(a):
                    dt0=st.sampled_from([None, 0.1]), throw=st.booleans()))
 def test_neural_ode_arguments(a):
     field = cd.LinearField(-jnp.eye(2))
-    model = attempt("NeuralODE", lambda: cd.NeuralODE(field, **a))
+    model = attempt("NeuralODE", lambda: cd.NeuralODE(field, **a), a)
     # Construction is all that is fuzzed here: solving hundreds of random
     # configurations is the job of test_reliability, not of a fast property test.
     if model is not None:
@@ -260,7 +296,7 @@ def test_neural_ode_arguments(a):
        a=arguments(dim=SIZES, num_layers=SIZES, key=KEYS))
 def test_baseline_arguments(kind, a):
     cls = cd.PlainNet if kind == "plain" else cd.HighwayNet
-    model = attempt(kind, lambda: cls(a["dim"], a["num_layers"], key=a["key"]))
+    model = attempt(kind, lambda: cls(a["dim"], a["num_layers"], key=a["key"]), a)
     if model is not None:
         y = jnp.linspace(-1.0, 1.0, model.dim)
         assert _finite(model(y))
@@ -271,8 +307,9 @@ def test_baseline_arguments(kind, a):
                    num_classes=SIZES, depth=SIZES, horizon=st.sampled_from([0.5, 2]),
                    key=KEYS))
 def test_make_classifier_arguments(a):
+    kwargs = {k: v for k, v in a.items() if k != "model"}
     clf = attempt("make_classifier", lambda: cd.make_classifier(
-        a.pop("model"), dim=3, width=3, **a))
+        a["model"], dim=3, width=3, **kwargs), a)
     if clf is not None:
         assert cd.count_parameters(clf) > 0
 
@@ -282,7 +319,7 @@ def test_make_classifier_arguments(a):
 def test_classifier_on_random_features(x):
     clf = cd.make_classifier("euler", num_features=2, num_classes=3, dim=3, width=3,
                              depth=2, key=jr.PRNGKey(0))
-    logits = attempt("Classifier(x)", lambda: clf(x))
+    logits = attempt("Classifier(x)", lambda: clf(x), names=("x",))
     if logits is not None:
         assert x.shape == (2,) and jnp.issubdtype(x.dtype, jnp.floating)
         assert logits.shape == (3,)
@@ -305,7 +342,10 @@ def small_model():
 def test_evaluate_on_random_data(small_model, x, y, int_labels):
     if int_labels:  # class indices in [0, 2)
         y = jnp.nan_to_num(jnp.abs(jnp.real(y))).astype(jnp.int32) % 2
-    result = attempt("evaluate", lambda: cd.evaluate(small_model, (x, y)))
+    result = attempt("evaluate", lambda: cd.evaluate(small_model, (x, y)), names=("data",))
+    valid = (x.shape == (6, 2) and y.shape == (6,) and int_labels
+             and jnp.issubdtype(x.dtype, jnp.floating) and _finite(x))
+    assert (result is not None) == valid, (x.shape, x.dtype, y.shape, y.dtype)
     if result is not None:
         assert x.shape[0] == y.shape[0] >= 1 and x.shape[1:] == (2,)
         assert jnp.issubdtype(x.dtype, jnp.floating) and _finite(x)
@@ -314,10 +354,11 @@ def test_evaluate_on_random_data(small_model, x, y, int_labels):
 
 @settings(FUZZ, max_examples=4)
 @given(a=arguments(steps=st.just(1), batch_size=st.sampled_from([1, 6]), key=KEYS,
-                   clip_norm=st.sampled_from([None, 1.0]), progress=st.just(False)))
+                   clip_norm=st.sampled_from([None, 1.0]), progress=st.just(False),
+                   invalid={"progress": None}))
 def test_train_arguments(small_model, a):
     data = cd.datasets.two_moons(8, key=jr.PRNGKey(0))[0]
-    out = attempt("train", lambda: cd.train(small_model, data, **a))
+    out = attempt("train", lambda: cd.train(small_model, data, **a), a)
     if out is not None:
         model, history = out
         assert len(history["loss"]) == a["steps"]
@@ -330,7 +371,7 @@ def test_train_arguments(small_model, a):
                    key=st.just(jr.PRNGKey(0))),
        which=st.sampled_from(["two_moons", "spirals"]))
 def test_dataset_arguments(a, which):
-    out = attempt(which, lambda: getattr(cd.datasets, which)(**a))
+    out = attempt(which, lambda: getattr(cd.datasets, which)(**a), a)
     if out is not None:
         (x_tr, y_tr), (x_te, y_te) = out
         assert x_tr.shape[0] + x_te.shape[0] == a["n"] and x_tr.shape[1] == 2
@@ -358,12 +399,13 @@ NOT_JSON = st.recursive(
 @FUZZ
 @given(a=arguments(metadata=st.dictionaries(st.text(max_size=3), JSON, max_size=3),
                    step=st.sampled_from([None, 0, 7]),
-                   bad={"metadata": st.one_of(NOT_JSON, WEIRD)}))
+                   bad={"metadata": WEIRD},
+                   invalid={"metadata": NOT_JSON}))
 def test_checkpoint_metadata_and_step(tmp_path_factory, small_model, a):
     metadata, step = a["metadata"], a["step"]
     path = tmp_path_factory.mktemp("fuzz") / "m.ckpt"
     written = attempt("save", lambda: cd.save(path, small_model, step=step,
-                                             metadata=metadata))
+                                             metadata=metadata), a)
     if written is not None:
         ckpt = cd.load(written, like=small_model)
         assert ckpt.metadata == (metadata or {})

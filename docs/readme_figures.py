@@ -1,0 +1,705 @@
+"""Every number printed in README.md and benchmarks/README.md, from code.
+
+Each table or number sits between `<!-- figure:NAME -->` and `<!-- /figure:NAME -->`
+markers; this script writes what goes between them, one function per figure:
+
+    python docs/readme_figures.py                 # rewrite every block in place
+    python docs/readme_figures.py --check         # exit 1 if any block differs
+    python docs/readme_figures.py --only NAME ... # some figures
+    python docs/readme_figures.py --fast          # only the recomputed ones (seconds each)
+    python docs/readme_figures.py --regenerate    # first re-run the slow jobs (minutes)
+
+Three kinds of figure:
+
+- `fast`: recomputed on every run with fixed keys (float64), a few seconds each;
+- `slow`: rendered from a stored result under `docs/results/` that `--regenerate` writes
+  again by running the job (`contdepth sweep`, `contdepth train`, a checkpoint
+  measurement);
+- `measured`: rendered from the benchmark suite's stored measurements in
+  `benchmarks/results/*.json` (re-run with `python -m benchmarks`, never from here) and
+  tagged with the environment they were measured on.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BENCH_README = ROOT / "benchmarks" / "README.md"
+RESULTS = ROOT / "docs" / "results"
+BENCH = ROOT / "benchmarks" / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    name: str
+    kind: str  # "fast" | "slow" | "measured"
+    render: Callable[[], str]
+    file: pathlib.Path = README
+    inline: bool = False  # a span inside a sentence rather than a block
+    regenerate: Callable[[], None] | None = None
+
+
+FIGURES: dict[str, Figure] = {}
+
+
+def figure(kind, *, file=README, inline=False, regenerate=None, name=None):
+    def register(fn):
+        fig_name = name or fn.__name__.removeprefix("fig_")
+        FIGURES[fig_name] = Figure(fig_name, kind, fn, file, inline, regenerate)
+        return fn
+
+    return register
+
+
+# --- formatting -------------------------------------------------------------------------
+
+
+def table(header, rows, align=None) -> str:
+    align = align or ["---"] * len(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def g(x, digits=3) -> str:
+    return f"{x:.{digits}g}"
+
+
+def e(x, digits=1) -> str:
+    return f"{x:.{digits}e}"
+
+
+def signed(x) -> str:
+    return f"{x:+.1f}".replace("-", "−")
+
+
+def minus(text: str) -> str:
+    return text.replace("-", "−")
+
+
+def _jax():
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+def _bench(name):
+    return json.loads((BENCH / f"{name}.json").read_text())
+
+
+def measured_on(env) -> str:
+    torch = env.get("torch")
+    torch_part = ""
+    if torch:
+        threads = env.get("torch_threads", {}).get("threads_used")
+        torch_part = f", PyTorch {torch.split('+')[0]}" + (
+            f" ({threads} thread)" if threads == 1 else f" ({threads} threads)"
+            if threads else "")
+    load = env.get("load_average_at_start")
+    load_part = f", load average {min(load):.1f}–{max(load):.1f} at the start" if load else ""
+    return (f"measured on {env['cpu_count']} {env['cpu_model']} cores "
+            f"({env['jax_backend']}), JAX {env['jax']}{torch_part}{load_part}")
+
+
+# --- fast: Jacobians and spectra (recomputed) --------------------------------------------
+
+
+def _hutchinson_model():
+    _jax()
+    import jax.random as jr
+
+    import contdepth as cd
+
+    field = cd.MLPField(64, 32, 1, key=jr.PRNGKey(0))
+    model = cd.EulerResNet(field, num_steps=6, horizon=1.0)
+    y = jr.normal(jr.PRNGKey(1), (64,))
+    return model, y
+
+
+@figure("fast")
+def fig_hutchinson():
+    """Hutchinson estimates of ||J||_F^2 for the README's snippet (key PRNGKey(2))."""
+    import jax.numpy as jnp
+    import jax.random as jr
+
+    import contdepth as cd
+
+    model, y = _hutchinson_model()
+    exact = float(jnp.sum(cd.jacobian(model, y) ** 2))
+    rows = []
+    for probes in (16, 64, 256):
+        est = cd.jacobian_frobenius(model, y, num_probes=probes, key=jr.PRNGKey(2))
+        m, se = float(est.estimate), float(est.standard_error)
+        rows.append([probes, f"{m:.2f}", f"{se:.2f}", signed((m - exact) / se)])
+    out = table(["probes", "estimate of ‖J‖_F²", "std. error", "(est − exact)/SE"], rows,
+                ["---:"] * 4)
+    return out + (f"\n\n(exact ‖J‖_F² = {exact:.2f} from the dense Jacobian; every "
+                  "estimate uses `key=jr.PRNGKey(2)`; tested: within 3 standard errors.)")
+
+
+@figure("fast", inline=True)
+def fig_logdet_plain():
+    """log|det J| of a depth-200 tanh PlainNet, d = 8."""
+    jax = _jax()
+    import jax.numpy as jnp
+    import jax.random as jr
+
+    import contdepth as cd
+
+    model = cd.PlainNet(8, 200, key=jr.PRNGKey(0))
+    y = jr.normal(jr.PRNGKey(1), (8,))
+    logdet = float(cd.log_det_jacobian(model, y))
+    _, dense = jnp.linalg.slogdet(jax.jacfwd(model)(y))
+    return (f"for a depth-200 tanh `PlainNet` (d = 8, `key=jr.PRNGKey(0)`, "
+            f"`y = jr.normal(jr.PRNGKey(1), (8,))`) it gives {minus(f'{logdet:.1f}')} "
+            f"where `slogdet` of the dense Jacobian gives {minus(f'{float(dense):.1f}')} "
+            "(its smallest singular values are lost to round-off)")
+
+
+@figure("fast", inline=True)
+def fig_lyapunov_nonnormal():
+    _jax()
+    import jax.numpy as jnp
+
+    import contdepth as cd
+
+    field = cd.LinearField(jnp.array([[-1.0, 20.0], [0.0, -2.0]]))
+    exps = cd.lyapunov_exponents(field, jnp.ones(2), 2.0, num_steps=200)
+    log_sigma = jnp.log(cd.singular_values(cd.EulerResNet(field, 200, 2.0), jnp.ones(2))) / 2
+
+    def vec(v):
+        return minus("[" + ", ".join(f"{float(x):.4f}" for x in v) + "]")
+
+    return (f"QR `{vec(exps)}` (default key) vs `log σ/T` `{vec(log_sigma)}`, both "
+            f"summing to {minus(f'{float(jnp.sum(exps)):.13f}')}")
+
+
+def _linear_test_matrix():
+    import numpy as np
+
+    d = np.zeros((4, 4))
+    d[0, 0], d[3, 3] = 0.2, -1.5
+    d[1:3, 1:3] = [[-0.5, 2.0], [-2.0, -0.5]]
+    p = np.eye(4) + 0.3 * np.roll(np.eye(4), 1, axis=1)
+    return p @ d @ np.linalg.inv(p)
+
+
+@figure("fast")
+def fig_lyapunov_table():
+    _jax()
+    import jax.numpy as jnp
+    import numpy as np
+
+    import contdepth as cd
+
+    a = _linear_test_matrix()
+    lam = np.sort(np.linalg.eigvals(a).real)
+    field = cd.LinearField(jnp.asarray(a))
+    horizons = (125, 500, 2000, 8000)
+    errors = []
+    for t in horizons:
+        exps = cd.lyapunov_exponents(field, jnp.ones(4), float(t), num_steps=8 * t,
+                                     method="rk4")
+        errors.append(float(np.max(np.abs(np.sort(np.asarray(exps)) - lam))))
+    return table(["T (RK4, h = 1/8)", *map(str, horizons)],
+                 [["max error vs Re λ, λ ∈ {0.2, −0.5±2i, −1.5}", *map(e, errors)]],
+                 ["---"] + ["---:"] * len(horizons))
+
+
+@figure("fast")
+def fig_stability_table():
+    """sigma_max of N Euler / RK4 steps on the rotation field b = 3, T = 2."""
+    _jax()
+    import jax.numpy as jnp
+
+    import contdepth as cd
+
+    b, horizon = 3.0, 2.0
+    rot = cd.LinearField(jnp.array([[0.0, b], [-b, 0.0]]))
+    rows = []
+    for n in (4, 16, 64, 256):
+        h = horizon / n
+        euler = float(cd.singular_values(cd.EulerResNet(rot, n, horizon), jnp.ones(2))[0])
+        z = h * rot.matrix
+        step = jnp.eye(2) + z + z @ z / 2 + z @ z @ z / 6 + z @ z @ z @ z / 24
+        rk4 = float(jnp.linalg.svd(jnp.linalg.matrix_power(step, n), compute_uv=False)[0])
+        rk4_text = f"{rk4:.4f}" if 1 - rk4 > 1e-2 else f"1 − {1 - rk4:.1e}"
+        rows.append([n, f"{h * b:.3g}", f"{euler:.4g}", rk4_text])
+    return table(["N (T = 2, b = 3)", "h·b", "Euler σ_max = (1+h²b²)^{N/2}", "RK4 σ"], rows,
+                 ["---:"] * 4)
+
+
+@figure("fast")
+def fig_layer_gradients():
+    _jax()
+    import jax.numpy as jnp
+    import jax.random as jr
+
+    import contdepth as cd
+
+    key, y = jr.PRNGKey(0), jr.normal(jr.PRNGKey(1), (8,))
+    field = cd.MLPField(8, 16, 1, key=key)
+    models = [cd.PlainNet(8, 40, key=key), cd.EulerResNet(field, 40, 1.0),
+              cd.EulerResNet(field, 40, 40.0)]
+    norms = [cd.layer_gradient_norms(m, jnp.sum, y) for m in models]
+    rows = [[k, *(g(float(n[k])) for n in norms)] for k in (0, 20, 40)]
+    return table(["k", "tanh PlainNet", "EulerResNet (T = 1)", "unscaled ResNet (h = 1)"],
+                 rows, ["---:"] * 4) + (
+        "\n\n(d = 8; `PlainNet(8, 40, key=jr.PRNGKey(0))`, the Euler nets on "
+        "`MLPField(8, 16, 1, key=jr.PRNGKey(0))`, `y = jr.normal(jr.PRNGKey(1), (8,))`.)")
+
+
+@figure("fast", inline=True)
+def fig_unscaled_growth():
+    _jax()
+    import jax.random as jr
+
+    import contdepth as cd
+
+    y = jr.normal(jr.PRNGKey(1), (4,))
+    depths = (1, 16, 64, 256, 1024)
+    parts = []
+    for k in (0, 1, 2, 3):
+        field = cd.MLPField(4, 16, 1, key=jr.PRNGKey(k))
+        inv = [1 / float(cd.singular_values(cd.EulerResNet(field, n, float(n)), y)[-1])
+               for n in depths]
+        parts.append(f"key {k}: " + ", ".join(g(v, 2) for v in inv))
+    return (f"`1/σ_min` of the unscaled stack on `MLPField(4, 16, 1, key=jr.PRNGKey(k))` "
+            f"from `y = jr.normal(jr.PRNGKey(1), (4,))` at N = {', '.join(map(str, depths))}"
+            f" is {'; '.join(parts)}")
+
+
+def regenerate_float32():
+    (RESULTS / "float32_vs_float64.md").write_text(_float32_table() + "\n")
+
+
+@figure("slow", regenerate=regenerate_float32)
+def fig_float32_vs_float64():
+    """Stored: the NeuralODE row compiles for ~20 s, too slow for every check."""
+    return (RESULTS / "float32_vs_float64.md").read_text()
+
+
+def _float32_table():
+    """The test models of tests/test_reliability.py, with the key its first draw uses."""
+    jax = _jax()
+    import equinox as eqx
+    import jax.numpy as jnp
+    import jax.random as jr
+
+    import contdepth as cd
+
+    sys.path.insert(0, str(ROOT))
+    from tests.helpers import make_model
+
+    def cast(tree, dtype):
+        return jax.tree.map(
+            lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)
+
+    call = eqx.filter_jit(lambda model, y: model(y))
+    names = {"euler": "EulerResNet", "ode": "NeuralODE", "plain": "PlainNet",
+             "highway": "HighwayNet", "scaled": "ScaledResidualNet"}
+    rows = []
+    for kind, label in names.items():
+        model64, y64 = make_model(kind, jr.fold_in(jr.PRNGKey(5678), 0))
+        if kind == "ode":
+            model64 = cd.NeuralODE(model64.field, 1.0, rtol=1e-7, atol=1e-9)
+        model32 = cast(model64, jnp.float32)
+        out64, out32 = call(model64, y64), call(model32, y64.astype(jnp.float32))
+        rel = float(jnp.max(jnp.abs(out32 - out64)) / jnp.max(jnp.abs(out64)))
+        mixed = call(model32, y64)
+        same = bool(jnp.all(mixed == call(cast(model32, jnp.float64), y64)))
+        rows.append([label, e(rel), f"{mixed.dtype}, "
+                     + ("bit-equal to upcast weights" if same else "NOT bit-equal")])
+    return table(["model", "max rel. difference, float32 vs float64",
+                  "float64 input + float32 weights"], rows)
+
+
+# --- slow: stored results under docs/results, rewritten by --regenerate ----------------
+
+
+def _run(cmd, out: pathlib.Path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                          check=True)
+    out.write_text(proc.stdout)
+
+
+def regenerate_sweep():
+    out = RESULTS / "sweep"
+    out.mkdir(parents=True, exist_ok=True)
+    _run([sys.executable, "-m", "contdepth._cli", "sweep", "--out", str(out),
+          "--no-progress"], out / "stdout.txt")
+    shutil.move(out / "sweep.png", ROOT / "docs" / "sweep.png")
+
+
+def _sweep_result():
+    data = json.loads((RESULTS / "sweep" / "sweep.json").read_text())
+    stdout = (RESULTS / "sweep" / "stdout.txt").read_text()
+    timing = re.search(r"trained in ([\d.]+) s, swept in ([\d.]+) s", stdout)
+    return data, stdout, timing
+
+
+@figure("slow", regenerate=regenerate_sweep)
+def fig_sweep_job():
+    """`contdepth sweep` defaults: its printed tables, from docs/results/sweep/."""
+    markdown = (RESULTS / "sweep" / "sweep.md").read_text().strip()
+    _, _, timing = _sweep_result()
+    return (f"Output (float32, default flags; trained in {timing[1]} s, swept in "
+            f"{timing[2]} s; stored in `docs/results/sweep/`):\n\n{markdown}")
+
+
+@figure("slow", inline=True, regenerate=regenerate_sweep)
+def fig_sweep_accuracy():
+    data, _, _ = _sweep_result()
+    text = (RESULTS / "sweep" / "sweep.md").read_text()
+    rows = [line for line in text.splitlines() if re.match(r"\| \d", line)]
+    first = float(rows[0].split("|")[-2])
+    ode = float(re.search(r"accuracy = ([\d.]+)", text)[1])
+    return f"{100 * first:.1f}% → {100 * ode:.1f}%"
+
+
+def regenerate_train():
+    _run([sys.executable, "-m", "contdepth._cli", "train", "--model", "euler", "ode",
+          "plain", "--no-progress"], RESULTS / "train_stdout.txt")
+
+
+@figure("slow", regenerate=regenerate_train)
+def fig_train_table():
+    text = (RESULTS / "train_stdout.txt").read_text()
+    return "\n".join(line for line in text.splitlines() if line.startswith("|"))
+
+
+def regenerate_checkpoint():
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import jax.random as jr
+    import optax
+
+    import contdepth as cd
+
+    model = cd.make_classifier("euler", num_features=64, num_classes=10,
+                               key=jr.PRNGKey(0))
+    # float32 weights whether or not another figure switched x64 on.
+    model = jax.tree.map(
+        lambda a: a.astype(jnp.float32) if eqx.is_inexact_array(a) else a, model)
+    opt_state = optax.adam(1e-3).init(eqx.filter(model, eqx.is_inexact_array))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m.ckpt")
+        saves, loads = [], []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            cd.save(path, model, opt_state, step=1)
+            saves.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            cd.load(path, like=model, opt_state_like=opt_state)
+            loads.append(time.perf_counter() - t0)
+        raw = pathlib.Path(path).read_bytes()
+    header_end = raw.index(b"\n", raw.index(b"\n") + 1) + 1  # magic line, JSON header
+    result = {
+        "parameters": cd.count_parameters(model),
+        "file_bytes": len(raw),
+        "header_bytes": header_end,
+        "save_ms_median": 1e3 * sorted(saves)[2],
+        "load_ms_median": 1e3 * sorted(loads)[2],
+        "environment": f"{os.cpu_count()} CPU cores, float32 weights",
+    }
+    (RESULTS / "checkpoint.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+@figure("slow", inline=True, regenerate=regenerate_checkpoint)
+def fig_checkpoint():
+    r = json.loads((RESULTS / "checkpoint.json").read_text())
+    return (f"A digits classifier ({r['parameters']:,} parameters, with its Adam state) "
+            f"makes a {r['file_bytes'] / 1e3:.0f} kB file, of which the header is "
+            f"{r['header_bytes'] / 1e3:.0f} kB. Save and load take "
+            f"{r['save_ms_median']:.0f} ms and {r['load_ms_median']:.0f} ms (medians of 5, "
+            f"{r['environment']}; `docs/results/checkpoint.json`).")
+
+
+# --- measured: benchmarks/results/*.json -------------------------------------------------
+
+
+@figure("measured")
+def fig_bench_environment():
+    s = _bench("summary")
+    return (f"**Measured on:** {measured_on(s['environment']).removeprefix('measured on ')} "
+            f"(`benchmarks/results/summary.json`; full suite {s['seconds'] / 60:.0f} min).")
+
+
+@figure("measured")
+def fig_bench_targets():
+    s = _bench("summary")
+    rows = [[t["target"], t["measured"], "yes" if t["met"] else "**no**"]
+            for t in s["targets"]]
+    return table(["target", "measured", "met?"], rows)
+
+
+@figure("measured", inline=True)
+def fig_bench_peak():
+    p = _bench("peak")
+    return f"{p['peak_gflops']:.1f} GFLOP/s"
+
+
+@figure("measured", inline=True)
+def fig_bench_jacobian_modes():
+    rows = {r["impl"]: r["median_ms"] for r in _bench("jacobian")["rows"]}
+    fwd, rev = rows["contdepth cd.jacobian (fwd)"], rows["contdepth cd.jacobian (rev)"]
+    best_torch = min(v for k, v in rows.items() if k.startswith("torch"))
+    return (f"{fwd / rev:.1f}× slower than reverse mode and {best_torch / fwd:.2f}× the "
+            f"speed of `torch.func`; reverse mode reached {best_torch / rev:.2f}×")
+
+
+@figure("measured", inline=True)
+def fig_bench_adaptive_steps():
+    rows = [r for r in _bench("adaptive")["rows"] if r["solver"] == "dopri5"]
+    ours = {r["steps"] for r in rows if r["impl"].startswith("contdepth")}
+    theirs = {r["steps"] for r in rows if r["impl"].startswith("torchdiffeq")}
+    return (f"diffrax took {'/'.join(map(str, sorted(ours)))} steps, torchdiffeq "
+            f"{'/'.join(map(str, sorted(theirs)))}")
+
+
+EULER_IMPLS = {
+    "contdepth fast path": "`cd.batched_apply`",
+    "contdepth vmap": "`jax.vmap(cd.EulerResNet)`",
+    "diffrax Euler": "diffrax Euler",
+    "torch eager loop": "PyTorch eager loop",
+    "torchdiffeq euler": "torchdiffeq euler",
+}
+
+
+@figure("measured")
+def fig_bench_euler():
+    result = _bench("euler")
+    rows, by = [], {(r["case"], r["what"], r["impl"]): r for r in result["rows"]}
+    for case in ("overhead-bound", "compute-bound"):
+        first = True
+        for impl, label in EULER_IMPLS.items():
+            fwd, grad = by.get((case, "forward", impl)), by.get((case, "forward+gradient", impl))
+            if fwd is None:
+                continue
+            size = f"{case} (B{fwd['batch']} d{fwd['dim']} w{fwd['width']})" if first else ""
+            rows.append([size, label, f"{fwd['median_ms']:.1f}", f"{grad['median_ms']:.1f}",
+                         f"{grad['GFLOP/s']:.3g}"])
+            first = False
+    return (f"Euler ResNet (N = 100, T = 1, MLP with 2 hidden tanh layers), ms, "
+            f"{measured_on(result['environment'])}:\n\n"
+            + table(["case", "implementation", "fwd", "fwd+grad", "fwd+grad GFLOP/s"], rows))
+
+
+@figure("measured")
+def fig_bench_adaptive():
+    result = _bench("adaptive")
+    by = {(r["case"], r["what"], r["impl"]): r for r in result["rows"]
+          if r["solver"] == "dopri5"}
+    ours, theirs = "contdepth (batch as one system)", "torchdiffeq dopri5"
+
+    def cell(case, what, impl):
+        r = by.get((case, what, impl))
+        return "—" if r is None else f"{r['median_ms']:.1f} ({r['steps']})"
+
+    rows = [[case, *(cell(case, w, i) for w in ("forward", "forward+gradient")
+                     for i in (ours, theirs))]
+            for case in ("overhead-bound", "compute-bound")]
+    rows = [[r[0], r[1], r[2], r[3], r[4]] for r in rows]
+    return (f"Adaptive Dopri5 (rtol = atol = 1e-5, batch as one system), ms (steps), "
+            f"{measured_on(result['environment'])}:\n\n"
+            + table(["case", "contdepth fwd", "torchdiffeq fwd", "contdepth fwd+grad",
+                     "torchdiffeq fwd+grad"], rows))
+
+
+@figure("measured")
+def fig_bench_other():
+    jac = {r["impl"]: r["median_ms"] for r in _bench("jacobian")["rows"]}
+    spec = {r["impl"]: r["median_ms"] for r in _bench("spectra")["rows"]}
+    comp = _bench("compile")["rows"]
+    scan = [r["compile_s (median)"] for r in comp if r["impl"] == "EulerResNet (lax.scan)"]
+    scan_n = [r["N"] for r in comp if r["impl"] == "EulerResNet (lax.scan)"]
+    unrolled = [r for r in comp if r["impl"] == "Python-unrolled loop"]
+    train = {r["impl"]: r["samples/s"] for r in _bench("training")["rows"]}
+    return (
+        "Other workloads (same environment, `benchmarks/results/*.json`): Jacobians "
+        f"(32 states, d = 64, N = 64) `cd.jacobian` forward "
+        f"{jac['contdepth cd.jacobian (fwd)']:.0f} ms / reverse "
+        f"{jac['contdepth cd.jacobian (rev)']:.0f} ms vs `torch.func` `vmap(jacfwd)` "
+        f"{jac['torch.func vmap(jacfwd)']:.0f} ms / `vmap(jacrev)` "
+        f"{jac['torch.func vmap(jacrev)']:.0f} ms; top-5 singular values at d = 1024: "
+        f"matrix-free Lanczos {spec['matrix-free (Lanczos)'] / 1e3:.2f} s vs dense "
+        f"`jacfwd` + SVD {spec['dense (jacfwd + SVD)'] / 1e3:.1f} s; compile time of "
+        f"fwd+grad: `lax.scan` {min(scan):.2f}–{max(scan):.2f} s for every N from "
+        f"{min(scan_n)} to {max(scan_n)}, Python-unrolled "
+        + " / ".join(f"{r['compile_s (median)']:.2g}" for r in unrolled)
+        + " s at N = " + " / ".join(str(r["N"]) for r in unrolled)
+        + f"; digits training (batch 128, depth 16): EulerResNet "
+        f"{train['contdepth EulerResNet (vmap)'] / 1e3:.1f}k samples/s (`jax.vmap`; "
+        f"{train['contdepth EulerResNet (fast path)'] / 1e3:.1f}k with `batched_apply`), "
+        f"NeuralODE (Tsit5) {train['contdepth NeuralODE (Tsit5)'] / 1e3:.1f}k, PyTorch "
+        f"{train['torch EulerResNet'] / 1e3:.1f}k.")
+
+
+def _matmul_layout():
+    return _bench("matmul_layout")
+
+
+@figure("measured", inline=True, name="matmul_layout")
+def fig_matmul_layout():
+    r = _matmul_layout()
+    rates = {row["expr"]: row["GFLOP/s"] for row in r["rows"]}
+    return (f"`x @ w.T` {rates['x @ w.T']:.0f} GFLOP/s, `x.T @ x` {rates['x.T @ x']:.0f}, "
+            f"`optimization_barrier(x.T) @ x` {rates['optimization_barrier(x.T) @ x']:.0f} "
+            f"({measured_on(r['environment'])}; `python benchmarks/matmul_layout.py`)")
+
+
+@figure("measured", inline=True, file=BENCH_README, name="matmul_layout_bench")
+def fig_matmul_layout_bench():
+    return fig_matmul_layout()
+
+
+@figure("measured")
+def fig_scaling():
+    result = _bench("scaling")
+    rows = [[r["devices"], f"{r['train_samples_per_s']:,.0f}".replace(",", " "),
+             f"{r['train_speedup']:.2f}", f"{r['sweep_seconds']:.2f}",
+             f"{r['sweep_speedup']:.2f}"] for r in result["rows"]]
+    return table(["devices", "train samples/s", "vs 1 device", "sweep s", "vs 1 device"],
+                 rows)
+
+
+@figure("measured")
+def fig_memory_peak():
+    rows = _bench("memory")["pivot"]
+    cols = [k for k in rows[0] if k not in ("model", "gradient")]
+    return table(["model", "gradient", *cols],
+                 [[r["model"], r["gradient"], *(r[c] for c in cols)] for r in rows])
+
+
+@figure("measured")
+def fig_memory_timing():
+    rows = [r for r in _bench("memory")["timing"] if r["reversible_ms"] is not None]
+    n = rows[0]["N"]
+    return (f"Time of one gradient at N = {n} (median of 5, shared CPU, noisy):\n\n"
+            + table(["model", "plain ms", "reversible ms", "overhead"],
+                    [[r["model"].replace(": ", " (", 1) + ")" if ": " in r["model"]
+                      else r["model"], f"{r['plain_ms']:.1f}", f"{r['reversible_ms']:.1f}",
+                      f"{r['overhead']:.2f}×"] for r in rows]))
+
+
+@figure("measured")
+def fig_memory_drift():
+    rows = _bench("memory")["drift"]
+    keys = ["momentum_gamma=0.9", "momentum_gamma=1-4/N", "reversible",
+            "reversible_heun_ode"]
+    return table(["dtype", "N", "momentum γ=0.9", "momentum γ=1−4/N", "ReversibleResNet",
+                  "reversible Heun ODE"],
+                 [[r["dtype"], r["N"], *(e(r[k]) for k in keys)] for r in rows])
+
+
+@figure("measured", file=BENCH_README, inline=True)
+def fig_bench_suite_time():
+    s = _bench("summary")
+    return f"~{s['seconds'] / 60:.0f} min, {measured_on(s['environment'])}"
+
+
+@figure("measured", file=BENCH_README, inline=True)
+def fig_bench_forward_fraction():
+    rows = [r for r in _bench("euler")["rows"] if r["case"] == "compute-bound"
+            and r["what"] == "forward" and r["impl"].startswith("contdepth")]
+    fracs = [r["frac_peak (same rounds)"] for r in rows]
+    grads = [r["frac_peak (same rounds)"] for r in _bench("euler")["rows"]
+             if r["case"] == "compute-bound" and r["what"] == "forward+gradient"
+             and r["impl"] == "contdepth vmap"]
+    return (f"{100 * min(fracs):.0f}–{100 * max(fracs):.0f} % of the matmul peak timed in "
+            f"the same rounds, the generic gradient (`jax.vmap`) {100 * grads[0]:.0f} %")
+
+
+@figure("measured", file=BENCH_README, inline=True)
+def fig_bench_torch_threads():
+    calib = _bench("summary")["environment"]["torch_threads"]["calibration_ms"]
+    return f"{calib['2'] / calib['1']:.1f}x slower than 1 in the stored run's calibration"
+
+
+# --- driver ------------------------------------------------------------------------------
+
+
+def marker_pattern(name):
+    return re.compile(rf"(<!-- figure:{re.escape(name)} -->)(.*?)(<!-- /figure:{re.escape(name)} -->)",
+                      re.S)
+
+
+def render(fig: Figure) -> str:
+    text = fig.render().strip()
+    return text if fig.inline else f"\n{text}\n\n"
+
+
+def apply(names, check: bool) -> int:
+    texts = {path: path.read_text(encoding="utf-8") for path in (README, BENCH_README)}
+    new = dict(texts)
+    stale = []
+    for name in names:
+        fig = FIGURES[name]
+        pattern = marker_pattern(name)
+        found = pattern.findall(new[fig.file])
+        if len(found) != 1:
+            print(f"{name}: expected one marked block in {fig.file.name}, found "
+                  f"{len(found)}", file=sys.stderr)
+            stale.append(name)
+            continue
+        t0 = time.perf_counter()
+        body = render(fig)
+        updated = pattern.sub(lambda m: m[1] + body + m[3], new[fig.file])
+        if updated != new[fig.file]:
+            stale.append(name)
+        new[fig.file] = updated
+        print(f"{name} ({fig.kind}): {'differs' if updated != texts[fig.file] and name in stale else 'ok'}"
+              f" [{time.perf_counter() - t0:.1f} s]", file=sys.stderr)
+    if check:
+        if stale:
+            print("stale figures: " + ", ".join(stale), file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in new.items():
+        if text != texts[path]:
+            path.write_text(text, encoding="utf-8")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if a block differs from what the code gives")
+    parser.add_argument("--only", nargs="+", metavar="NAME", choices=sorted(FIGURES))
+    parser.add_argument("--fast", action="store_true", help="only the recomputed figures")
+    parser.add_argument("--regenerate", action="store_true",
+                        help="re-run the slow jobs (contdepth sweep/train, checkpoint) first")
+    parser.add_argument("--list", action="store_true", help="list the figures")
+    args = parser.parse_args(argv)
+    names = args.only or [n for n, f in FIGURES.items() if not args.fast or f.kind == "fast"]
+    if args.list:
+        for n in names:
+            print(f"{n}\t{FIGURES[n].kind}\t{FIGURES[n].file.relative_to(ROOT)}")
+        return 0
+    if args.regenerate:
+        done = set()
+        for n in names:
+            regen = FIGURES[n].regenerate
+            if regen is not None and regen not in done:
+                print(f"regenerating {n} ...", file=sys.stderr)
+                regen()
+                done.add(regen)
+    return apply(names, args.check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
