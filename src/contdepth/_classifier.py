@@ -5,8 +5,7 @@ import jax
 from jaxtyping import Array, Float
 
 from ._custom_types import Args
-from ._fields.protocol import ARGS_UNKNOWN
-from ._models.base import AbstractDepthModel
+from ._models.base import check_model_state
 from ._validation import check_float_array
 
 
@@ -26,13 +25,6 @@ def _check_logits(logits) -> None:
             "`readout` must map one state to logits of shape (num_classes,), got "
             f"{getattr(logits, 'shape', type(logits).__name__)}."
         )
-
-
-def _check_body_state(body, state, args=ARGS_UNKNOWN) -> None:
-    if isinstance(body, AbstractDepthModel):
-        body.check_state(state, "encoder(x)", args)
-    elif callable(getattr(body, "check_state", None)):
-        body.check_state(state, "encoder(x)")
 
 
 class Classifier(eqx.Module):
@@ -70,7 +62,7 @@ class Classifier(eqx.Module):
         if isinstance(encoder, eqx.nn.Linear) and encoder.in_features != "scalar":
             x = jax.ShapeDtypeStruct((encoder.in_features,), encoder.weight.dtype)
             state = eqx.filter_eval_shape(encoder, x)
-            _check_body_state(body, state)
+            check_model_state(body, state, "encoder(x)")
             _check_readout(readout, state)
             _check_logits(eqx.filter_eval_shape(readout, state))
         self.encoder = encoder
@@ -102,7 +94,7 @@ class Classifier(eqx.Module):
                     f"vector of shape ({enc.in_features},) (no batch axis: use `jax.vmap`)."
                 )
         state = self.encoder(x)
-        _check_body_state(self.body, state, args)
+        check_model_state(self.body, state, "encoder(x)", args)
         _check_readout(self.readout, state)
         logits = self.readout(self.body(state, args))
         _check_logits(logits)

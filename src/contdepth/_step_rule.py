@@ -84,11 +84,15 @@ def stability_coefficients(method: str) -> tuple[float, ...]:
     return tuple(float(c) for c in coefficients)
 
 
+def horner(coefficients, z) -> Array:
+    """`sum_j coefficients[j] z^j` by Horner's rule; `coefficients` a sequence of
+    numbers or an array (e.g. a traced row of a table of methods)."""
+    out = jnp.zeros_like(z) + coefficients[-1]
+    for j in range(len(coefficients) - 2, -1, -1):
+        out = out * z + coefficients[j]
+    return out
+
+
 def stability_polynomial(method: str, z) -> Array:
     """`R(z)` by Horner's rule from [`stability_coefficients`]."""
-    coefficients = stability_coefficients(method)
-    z = jnp.asarray(z)
-    out = jnp.zeros_like(z) + coefficients[-1]
-    for c in reversed(coefficients[:-1]):
-        out = out * z + c
-    return out
+    return horner(stability_coefficients(method), jnp.asarray(z))

@@ -70,12 +70,6 @@ class PiecewiseField(AbstractVectorField):
         else:
             self.pieces = tuple(fields)
 
-    @property
-    def stacked_fields(self):
-        """The pieces stacked along a leading axis (only for pieces of one
-        architecture)."""
-        return self.pieces if self.stacked else None
-
     def piece(self, i) -> Callable:
         """The field of piece `i` (an int; a traced integer for stacked pieces)."""
         return index_module(self.pieces, i) if self.stacked else self.pieces[i]

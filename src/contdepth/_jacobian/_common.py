@@ -12,7 +12,7 @@ import numpy as np
 
 from .._custom_types import Args, State
 from .._fields.protocol import ARGS_UNKNOWN
-from .._models.base import AbstractDepthModel
+from .._models.base import check_model_state
 from .._models.neural_ode import NeuralODE
 from .._validation import check_callable, check_float_array, check_positive_int
 
@@ -28,10 +28,7 @@ def check_model_and_state(
     accepts (checked by its own `check_state` when it has one)."""
     check_callable(name, model)
     check_float_array("y", y)
-    if isinstance(model, AbstractDepthModel):
-        model.check_state(y, "y", args)
-    elif callable(getattr(model, "check_state", None)):
-        model.check_state(y, "y")
+    check_model_state(model, y, "y", args)
     return y
 
 

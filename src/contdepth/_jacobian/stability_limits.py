@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Complex, Float, Int
 
-from .._step_rule import stability_coefficients
+from .._step_rule import horner, stability_coefficients
 
 
 STABLE, GROWTH, UNSTABLE = 0, 1, 2
@@ -37,11 +37,7 @@ def amplification_of(
     coefficients: Float[Array, " p"], z: Complex[Array, " d"]
 ) -> Float[Array, " d"]:
     """`|R(z)|` by Horner's rule, in `z`'s precision."""
-    coefficients = coefficients.astype(z.real.dtype)
-    out = jnp.zeros_like(z) + coefficients[-1]
-    for j in range(coefficients.shape[0] - 2, -1, -1):
-        out = out * z + coefficients[j]
-    return jnp.abs(out)
+    return jnp.abs(horner(coefficients.astype(z.real.dtype), z))
 
 
 def roundoff_tolerance(

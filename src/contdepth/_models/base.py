@@ -40,6 +40,16 @@ class AbstractDepthModel(eqx.Module):
         """
 
 
+def check_model_state(model, y: State, name: str = "y", args: Args = ARGS_UNKNOWN):
+    """A model's own input check, where it has one: a contdepth model's `check_state`
+    (given `args`, which also checks a callable field's output), or any callable's
+    `check_state(y, name)`. Models without one are not checked here."""
+    if isinstance(model, AbstractDepthModel):
+        model.check_state(y, name, args)
+    elif callable(getattr(model, "check_state", None)):
+        model.check_state(y, name)
+
+
 class AbstractDiscreteDepthModel(AbstractDepthModel):
     """A depth model made of `num_layers` explicit steps `y_{k+1} = step(k, y_k)`.
 

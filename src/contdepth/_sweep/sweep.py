@@ -12,6 +12,7 @@ from .._custom_types import Args, State
 from .._distributed.mesh import resolve_mesh, shard_batch
 from .._fields.protocol import check_field_state
 from .._jacobian._common import check_choice
+from .._models.base import AbstractDepthModel, check_model_state
 from .._validation import (
     check_bool,
     check_callable,
@@ -91,11 +92,10 @@ def _check_model(family: str, model, y, args, name: str) -> None:
             f"Depth family {family!r} returned a {type(model).__name__}, not a model: "
             f"a family maps a depth N to a callable `model(y, args) -> y_out`."
         )
-    own = getattr(model, "check_state", None)
-    if callable(own):
-        own(y, name)
+    check_model_state(model, y, name, args)  # a contdepth model also checks its field
     field = getattr(model, "field", None)
-    if field is not None:  # a field's own message is the most precise
+    if field is not None and not isinstance(model, AbstractDepthModel):
+        # A user's model with a field: the field's own message is the most precise.
         check_field_state(field, y, args, name)
     out = eqx.filter_eval_shape(model, y, args)
     if not hasattr(out, "shape") or (out.shape, out.dtype) != (y.shape, y.dtype):
