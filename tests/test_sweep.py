@@ -299,4 +299,5 @@ def test_matrix_free_rows_record_convergence(field_and_state):
     free = cd.depth_sweep(field, y, horizon=1.0, steps=(4,), baselines=False,
                           progress=False, method="matrix_free")
     assert free.families["euler"]["converged"].tolist() == [1.0]
+    assert free.reference["converged"] is True  # the reference's Lanczos runs too
     assert "†" not in free.to_markdown()

@@ -66,6 +66,7 @@ def measure_reference(model, measure: Measure, key) -> Reference:
             name: float(np.max(point[name]))
             for name in ("sigma_max_bound", "sigma_min_bound")
         }
+        bounds["converged"] = bool(np.all(point["converged"]))
     out = outputs(local, ys, measure.args)
     if not np.all(np.isfinite(np.asarray(out))):
         raise RuntimeError(
