@@ -430,6 +430,71 @@ def fig_checkpoint():
             f"{r['environment']}; `docs/results/checkpoint.json`).")
 
 
+_TRAIN_COMPILE = """
+import json, os, sys, time
+import jax.random as jr, optax
+import contdepth as cd
+train, _ = cd.datasets.digits()
+seconds = []
+for key in (0, 1):
+    model = cd.make_classifier("ode", num_features=64, num_classes=10, depth=8,
+                               key=jr.PRNGKey(key))
+    t0 = time.perf_counter()
+    cd.train(model, train, steps=10, batch_size=128, key=jr.PRNGKey(1),
+             optimizer=optax.adam(1e-3), progress=False)
+    seconds.append(time.perf_counter() - t0)
+print(json.dumps({"first_s": seconds[0], "second_s": seconds[1],
+                  "environment": f"{os.cpu_count()} CPU cores, float32"}))
+"""
+
+
+def regenerate_train_compile():
+    _run([sys.executable, "-c", _TRAIN_COMPILE], RESULTS / "train_compile.json")
+
+
+@figure("slow", inline=True, regenerate=regenerate_train_compile)
+def fig_train_compile():
+    r = json.loads((RESULTS / "train_compile.json").read_text())
+    return (f"Measured (`docs/results/train_compile.json`): 10 steps of the digits "
+            f"`NeuralODE` classifier take {r['first_s']:.1f} s on the first call, "
+            f"compilation included, and {r['second_s']:.2f} s on the second call with a "
+            f"new model and a new optimiser ({100 * r['second_s'] / r['first_s']:.0f} % "
+            f"of the first; {r['environment']}).")
+
+
+def regenerate_spiral():
+    """`contdepth fit-spiral --compare-torch`; the torch side needs a Python with torch
+    and torchdiffeq: `CONTDEPTH_TORCH_PYTHON=/path/to/python` (default: this one)."""
+    out = RESULTS / "spiral"
+    out.mkdir(parents=True, exist_ok=True)
+    python = os.environ.get("CONTDEPTH_TORCH_PYTHON", sys.executable)
+    _run([python, "-m", "contdepth._cli", "fit-spiral", "--compare-torch",
+          "--no-progress", "--out", str(out)], out / "stdout.txt")
+    shutil.move(out / "spiral.png", ROOT / "docs" / "spiral.png")
+
+
+@figure("slow", regenerate=regenerate_spiral)
+def fig_spiral():
+    r = json.loads((RESULTS / "spiral" / "spiral.json").read_text())
+    s, t = r["settings"], r["torch"]
+    rows = [["contdepth (`cd.train` + diffrax)", e(r["mse"], 2), g(r["mae"]),
+             e(r["last_mse"], 2), f"{r['seconds']:.1f} ({r['compile_seconds']:.1f})"]]
+    if t is not None:
+        rows.append([f"torchdiffeq {t['torchdiffeq']} (torch "
+                     f"{t['torch']}, {t['threads']} thread)", e(t["mse"], 2),
+                     g(t["mae"]), e(t["last_mse"], 2), f"{t['seconds']:.1f}"])
+    ratio = (f" contdepth takes {r['seconds'] / t['seconds']:.2f}× torchdiffeq's wall "
+             "time, compilation included." if t is not None else "")
+    return (table(["run", "full-trajectory MSE (best of evaluations)", "MAE",
+                   "last-iterate MSE", "wall s (of which compile)"], rows)
+            + f"\n\n{s['iterations']} iterations, seed {s['seed']}, float32, "
+            f"{s['solver']} at rtol {s['rtol']:g} / atol {s['atol']:g}, AdamW "
+            f"{s['learning_rate']:g} → {s['final_learning_rate']:g} (cosine), weight "
+            f"decay {s['weight_decay']:g}, {s['loss'].upper()} loss on the segments; the "
+            "torchdiffeq run replays the same initial weights, batches and per-step "
+            f"learning rates (`docs/results/spiral/`).{ratio}")
+
+
 # --- measured: benchmarks/results/*.json -------------------------------------------------
 
 
@@ -444,7 +509,7 @@ def fig_bench_environment():
 def fig_bench_targets():
     s = _bench("summary")
     rows = [[t["target"], t["measured"], "yes" if t["met"] else "**no**"]
-            for t in s["targets"]]
+            for t in s["targets"] if not t.get("informative")]
     return table(["target", "measured", "met?"], rows)
 
 
@@ -456,7 +521,7 @@ def fig_bench_peak():
 
 @figure("measured", inline=True)
 def fig_bench_jacobian_modes():
-    rows = {r["impl"]: r["median_ms"] for r in _bench("jacobian")["rows"]}
+    rows = {r["impl"]: r["median_ms"] for r in fp32_rows(_bench("jacobian"))}
     fwd, rev = rows["contdepth cd.jacobian (fwd)"], rows["contdepth cd.jacobian (rev)"]
     best_torch = min(v for k, v in rows.items() if k.startswith("torch"))
     return (f"{fwd / rev:.1f}× slower than reverse mode and {best_torch / fwd:.2f}× the "
@@ -465,7 +530,7 @@ def fig_bench_jacobian_modes():
 
 @figure("measured", inline=True)
 def fig_bench_adaptive_steps():
-    rows = [r for r in _bench("adaptive")["rows"] if r["solver"] == "dopri5"]
+    rows = [r for r in fp32_rows(_bench("adaptive")) if r["solver"] == "dopri5"]
     ours = {r["steps"] for r in rows if r["impl"].startswith("contdepth")}
     theirs = {r["steps"] for r in rows if r["impl"].startswith("torchdiffeq")}
     return (f"diffrax took {'/'.join(map(str, sorted(ours)))} steps, torchdiffeq "
@@ -481,29 +546,57 @@ EULER_IMPLS = {
 }
 
 
-@figure("measured")
-def fig_bench_euler():
-    result = _bench("euler")
-    rows, by = [], {(r["case"], r["what"], r["impl"]): r for r in result["rows"]}
+def fp32_rows(result: dict) -> list[dict]:
+    """The rows measured at full FP32 (all rows of a run that predates precisions)."""
+    return [r for r in result["rows"] if r.get("precision", "fp32") == "fp32"]
+
+
+def _euler_table(result: dict, precision: str) -> str:
+    by = {(r["case"], r["what"], r["impl"]): r for r in result["rows"]
+          if r.get("precision", "fp32") == precision}
+    rows = []
     for case in ("overhead-bound", "compute-bound"):
         first = True
         for impl, label in EULER_IMPLS.items():
             fwd, grad = by.get((case, "forward", impl)), by.get((case, "forward+gradient", impl))
             if fwd is None:
                 continue
+
+            def ratio(other):
+                theirs = by.get((case, "forward+gradient", other))
+                return "—" if theirs is None else f"{theirs['median_ms'] / grad['median_ms']:.2f}×"
+
             size = f"{case} (B{fwd['batch']} d{fwd['dim']} w{fwd['width']})" if first else ""
+            peak = grad.get("frac_peak (same rounds)", grad.get("frac_peak"))
             rows.append([size, label, f"{fwd['median_ms']:.1f}", f"{grad['median_ms']:.1f}",
-                         f"{grad['GFLOP/s']:.3g}"])
+                         ratio("torch eager loop"), ratio("torchdiffeq euler"),
+                         ratio("diffrax Euler"),
+                         "—" if peak is None else f"{100 * peak:.0f} %",
+                         "—" if grad.get("compile_ms") is None
+                         else f"{grad['compile_ms'] / 1e3:.2f}"])
             first = False
-    return (f"Euler ResNet (N = 100, T = 1, MLP with 2 hidden tanh layers), ms, "
-            f"{measured_on(result['environment'])}:\n\n"
-            + table(["case", "implementation", "fwd", "fwd+grad", "fwd+grad GFLOP/s"], rows))
+    return table(["case", "implementation", "fwd", "fwd+grad", "vs PyTorch eager",
+                  "vs torchdiffeq", "vs diffrax", "of peak", "compile s"], rows)
+
+
+@figure("measured")
+def fig_bench_euler():
+    result = _bench("euler")
+    precisions = result.get("precisions", ["fp32"])
+    names = {"fp32": "full FP32 on both sides", "tf32": "TF32 on both sides"}
+    blocks = [f"**{p}** ({names.get(p, p)}):\n\n{_euler_table(result, p)}"
+              for p in precisions]
+    return (f"Euler ResNet (N = 100, T = 1, MLP with 2 hidden tanh layers), ms; "
+            "\"vs X\" is X's fwd+grad time over this row's (above 1: this row is "
+            "faster); \"of peak\": fwd+grad GFLOP/s over the float32 matmul peak timed "
+            "in the same rounds; \"compile s\": first fwd+grad call minus the median; "
+            f"{measured_on(result['environment'])}:\n\n" + "\n\n".join(blocks))
 
 
 @figure("measured")
 def fig_bench_adaptive():
     result = _bench("adaptive")
-    by = {(r["case"], r["what"], r["impl"]): r for r in result["rows"]
+    by = {(r["case"], r["what"], r["impl"]): r for r in fp32_rows(result)
           if r["solver"] == "dopri5"}
     ours, theirs = "contdepth (batch as one system)", "torchdiffeq dopri5"
 
@@ -523,13 +616,13 @@ def fig_bench_adaptive():
 
 @figure("measured")
 def fig_bench_other():
-    jac = {r["impl"]: r["median_ms"] for r in _bench("jacobian")["rows"]}
-    spec = {r["impl"]: r["median_ms"] for r in _bench("spectra")["rows"]}
+    jac = {r["impl"]: r["median_ms"] for r in fp32_rows(_bench("jacobian"))}
+    spec = {r["impl"]: r["median_ms"] for r in fp32_rows(_bench("spectra"))}
     comp = _bench("compile")["rows"]
     scan = [r["compile_s (median)"] for r in comp if r["impl"] == "EulerResNet (lax.scan)"]
     scan_n = [r["N"] for r in comp if r["impl"] == "EulerResNet (lax.scan)"]
     unrolled = [r for r in comp if r["impl"] == "Python-unrolled loop"]
-    train = {r["impl"]: r["samples/s"] for r in _bench("training")["rows"]}
+    train = {r["impl"]: r["samples/s"] for r in fp32_rows(_bench("training"))}
     return (
         "Other workloads (same environment, `benchmarks/results/*.json`): Jacobians "
         f"(32 states, d = 64, N = 64) `cd.jacobian` forward "

@@ -55,6 +55,20 @@ def train_checks(out, mesh):
     except ValueError as e:
         out["indivisible_error"] = str(e)
 
+    # A custom loss on pytree inputs and float targets, with validation.
+    x, labels = train_data
+    inputs, targets = {"x": x, "w": jnp.ones(x.shape[0])}, jax.nn.one_hot(labels, 2)
+
+    def loss(m, a, b):
+        return jnp.mean(a["w"][:, None] * jnp.square(jax.vmap(m)(a["x"]) - b))
+
+    custom = dict(kwargs, loss_fn=loss, validation_data=(inputs, targets), eval_every=3)
+    single, h1 = cd.train(model, (inputs, targets), **custom)
+    sharded, h2 = cd.train(model, (inputs, targets), mesh=mesh, **custom)
+    out["custom_param_diff"] = max_param_diff(single, sharded)
+    out["custom_val_diff"] = float(np.max(np.abs(
+        h1["validation"]["loss"] - h2["validation"]["loss"])))
+
 
 
 def sweep_checks(out, mesh):

@@ -34,6 +34,8 @@ def test_sharded_training_equals_single_device(report):
     assert report["param_diff"] <= 1e-10
     assert report["loss_diff"] <= 1e-10
     assert report["auto_param_diff"] <= 1e-10
+    assert report["custom_param_diff"] <= 1e-10  # any loss, pytree inputs
+    assert report["custom_val_diff"] <= 1e-10
 
 
 def test_arrays_are_really_sharded(report):

@@ -8,6 +8,7 @@ import importlib.metadata
 
 from . import datasets as datasets
 from . import families as families
+from . import losses as losses
 from ._adjoint.reversible_heun import ReversibleAdjoint as ReversibleAdjoint
 from ._checkpoint import Checkpoint as Checkpoint, load as load, save as save
 from ._classifier import Classifier as Classifier
@@ -67,7 +68,9 @@ from ._jacobian.stability import (
 from ._sweep.result import DepthSweep as DepthSweep
 from ._sweep.sweep import depth_sweep as depth_sweep
 from ._train.evaluate import evaluate as evaluate
+from ._train.step import make_train_step as make_train_step, TrainStep as TrainStep
 from ._train.train import train as train
+from ._train.validation import EarlyStopping as EarlyStopping
 from ._zoo import (
     count_parameters as count_parameters,
     make_classifier as make_classifier,

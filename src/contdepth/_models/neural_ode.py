@@ -4,6 +4,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._adjoint.reversible_heun import ReversibleAdjoint
@@ -415,11 +416,14 @@ def _check_times(ts, horizon: float):
     if not (jnp.issubdtype(ts.dtype, jnp.floating) or jnp.issubdtype(ts.dtype, jnp.integer)):
         raise TypeError(f"`ts` must hold real times, got dtype {ts.dtype}.")
     if not isinstance(ts, jax.core.Tracer):
+        # On the host, in NumPy: under an outer `jit`, `jnp` ops on a concrete array
+        # captured from outside would be staged out and could not be tested with `if`.
+        host = np.asarray(ts)
         bad = (
-            ~jnp.all(jnp.isfinite(ts))
-            or jnp.any(jnp.diff(ts) < 0)
-            or ts[0] < 0
-            or ts[-1] > horizon
+            not np.all(np.isfinite(host))
+            or np.any(np.diff(host) < 0)
+            or host[0] < 0
+            or host[-1] > horizon
         )
         if bad:
             raise ValueError(

@@ -30,15 +30,15 @@ _TEMP = re.compile(r"^\.step-\d{8,}\.ckpt\.tmp-")
 _KEEP = 2  # the newest checkpoint and the one before it
 
 
-def run_fingerprint(key, x, y, batch_size: int, clip_norm) -> dict:
+def run_fingerprint(key, inputs, targets, batch_size: int, clip_norm, loss_fn) -> dict:
     """What must agree for a resumed run to continue *this* run: the batch-order key,
-    the batch size, gradient clipping and the training data."""
+    the batch size, gradient clipping, the loss (by name) and the training data."""
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key_data = jax.random.key_data(key)
     else:
         key_data = key
     digest = hashlib.sha256()
-    for a in (x, y):
+    for a in jax.tree.leaves((inputs, targets)):
         a = np.asarray(a)
         digest.update(f"{a.dtype}{a.shape}".encode())
         digest.update(np.ascontiguousarray(a).tobytes())
@@ -47,6 +47,8 @@ def run_fingerprint(key, x, y, batch_size: int, clip_norm) -> dict:
         "batch_size": batch_size,
         "clip_norm": clip_norm,
         "data_sha256": digest.hexdigest(),
+        "loss": f"{getattr(loss_fn, '__module__', '')}."
+        f"{getattr(loss_fn, '__qualname__', type(loss_fn).__name__)}",
     }
 
 
@@ -85,9 +87,9 @@ class CheckpointManager:
 
     def restore(self, model, opt_state_like, steps: int):
         """The newest readable checkpoint of this run as `(model, opt_state, step,
-        losses, grad_norms)`, or `None` when there is none. Unreadable (truncated,
-        corrupted) files are skipped with a warning; a checkpoint of another run or
-        model configuration is an error."""
+        history)` (`history` a dict of NumPy arrays), or `None` when there is none.
+        Unreadable (truncated, corrupted) files are skipped with a warning; a
+        checkpoint of another run or model configuration is an error."""
         for step, path in self._existing():
             try:
                 header, _ = read_header(path)
@@ -121,8 +123,33 @@ class CheckpointManager:
             ckpt, extra = load_with_extra(path, model, opt_state_like, extra_like)
             self.mine = [path]
             self.last_step = step
-            return ckpt.model, ckpt.opt_state, step, extra["loss"], extra["grad_norm"]
+            return ckpt.model, ckpt.opt_state, step, extra
         return None
+
+    def save_best(self, step: int, model, opt_state) -> None:
+        """Write `best.ckpt` (early stopping's best model so far); warn on failure."""
+        path = self.directory / "best.ckpt"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            save_with_extra(path, model, opt_state, step,
+                            {"contdepth.train": self.fingerprint}, {})
+        except Exception as e:
+            warnings.warn(f"Could not write {str(path)!r} ({type(e).__name__}: {e}).",
+                          RuntimeWarning, stacklevel=3)
+
+    def restore_best(self, model, opt_state_like, step: int | None):
+        """`(model, opt_state)` of `best.ckpt` if it holds this run's step `step`."""
+        path = self.directory / "best.ckpt"
+        if step is None or not path.is_file():
+            return None
+        try:
+            header, _ = read_header(path)
+            if header["metadata"].get("contdepth.train") != self.fingerprint:
+                return None
+            ckpt, _ = load_with_extra(path, model, opt_state_like, {})
+        except CheckpointError:
+            return None
+        return (ckpt.model, ckpt.opt_state) if ckpt.step == step else None
 
     def clean_temporaries(self) -> None:
         if self.directory.is_dir():
@@ -130,7 +157,7 @@ class CheckpointManager:
                 if _TEMP.match(p.name):
                     p.unlink(missing_ok=True)
 
-    def save(self, step: int, model, opt_state, losses, grad_norms) -> bool:
+    def save(self, step: int, model, opt_state, history: dict) -> bool:
         """Write the checkpoint of `step`; on failure warn, keep the previous one and
         return False (training goes on: the next save retries)."""
         path = self.directory / f"step-{step:08d}.ckpt"
@@ -142,7 +169,7 @@ class CheckpointManager:
                 opt_state,
                 step,
                 {"contdepth.train": self.fingerprint},
-                {"loss": losses, "grad_norm": grad_norms},
+                history,
             )
         except Exception as e:
             previous = self.mine[-1].name if self.mine else "none"
@@ -166,7 +193,7 @@ def _fingerprint_difference(saved, current) -> str:
     if not isinstance(saved, dict):
         return "it was not written by `cd.train`"
     names = {"key": "`key`", "batch_size": "`batch_size`", "clip_norm": "`clip_norm`",
-             "data_sha256": "`train_data`"}
+             "data_sha256": "`train_data`", "loss": "`loss_fn`"}
     for k, name in names.items():
         if saved.get(k) != current.get(k):
             return f"different {name}"

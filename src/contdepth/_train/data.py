@@ -7,16 +7,45 @@ import numpy as np
 from .._validation import check_finite_array, check_positive_int
 
 
-def check_data(name: str, data) -> tuple[jax.Array, jax.Array]:
-    """`data` must be a `(features, labels)` pair: floating features `(n, ...)` and
-    integer labels `(n,)` with matching `n >= 1`."""
+def check_data(name: str, data, *, labels: bool = True):
+    """`data` must be an `(inputs, targets)` pair of arrays, or of pytrees of arrays,
+    every leaf sharing a non-zero leading (sample) axis; floating leaves must be finite.
+
+    With `labels=True` (the default cross-entropy loss) the pair must be floating
+    features `(n, ...)` and integer class labels `(n,)`.
+    """
     if not isinstance(data, (tuple, list)) or len(data) != 2:
+        pair = "(features, labels)" if labels else "(inputs, targets)"
         raise TypeError(
-            f"`{name}` must be a `(features, labels)` pair, got {type(data).__name__}"
+            f"`{name}` must be a `{pair}` pair, got {type(data).__name__}"
             + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else "")
             + ". The `cd.datasets` functions return `(train, test)`, each such a pair."
         )
-    x, y = data
+    if labels:
+        _check_classification(name, *data)
+    inputs, targets = jax.tree.map(jnp.asarray, tuple(data))
+    sizes = {}
+    for part, tree in (("0", inputs), ("1", targets)):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            where = f"{name}[{part}]{jax.tree_util.keystr(path)}"
+            if leaf.ndim == 0:
+                raise ValueError(
+                    f"`{where}` is a scalar; every array needs a leading sample axis."
+                )
+            sizes[where] = leaf.shape[0]
+            check_finite_array(where, leaf)
+    if not sizes:
+        raise ValueError(f"`{name}` holds no arrays.")
+    if len(set(sizes.values())) != 1 or 0 in sizes.values():
+        shown = ", ".join(f"{k}: {v}" for k, v in sizes.items())
+        raise ValueError(
+            f"Every array of `{name}` must share a non-zero leading (sample) axis, got "
+            f"{shown}."
+        )
+    return inputs, targets
+
+
+def _check_classification(name, x, y) -> None:
     if not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(
             f"`{name}[0]` (features) must be a floating-point array, got "
@@ -25,15 +54,23 @@ def check_data(name: str, data) -> tuple[jax.Array, jax.Array]:
     if not hasattr(y, "dtype") or not jnp.issubdtype(y.dtype, jnp.integer):
         raise TypeError(
             f"`{name}[1]` (labels) must be an integer array of class indices, got "
-            f"{getattr(y, 'dtype', type(y).__name__)}."
+            f"{getattr(y, 'dtype', type(y).__name__)}. For other targets pass a "
+            "`loss_fn` (e.g. `cd.losses.mean_squared_error`)."
         )
     if y.ndim != 1 or x.ndim < 1 or x.shape[0] != y.shape[0] or y.shape[0] == 0:
         raise ValueError(
             f"`{name}` features of shape {tuple(x.shape)} and labels of shape "
             f"{tuple(y.shape)} must share a non-zero leading (sample) axis, labels 1-D."
         )
-    check_finite_array(f"{name}[0]", x)
-    return jnp.asarray(x), jnp.asarray(y)
+
+
+def num_samples(data) -> int:
+    return jax.tree.leaves(data)[0].shape[0]
+
+
+def take(tree, idx):
+    """Rows `idx` of every leaf of `tree`."""
+    return jax.tree.map(lambda a: a[idx], tree)
 
 
 def check_labels(name: str, model, x, y) -> None:
