@@ -22,7 +22,7 @@ train: $(STAMP)
 	$(BIN)/contdepth train --model euler ode plain
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 figures: $(STAMP)
 	$(BIN)/python docs/readme_figures.py --regenerate

@@ -40,6 +40,7 @@ SIZES = {
 QUICK_SIZES = {"overhead-bound": dict(batch=8, dim=8, width=16)}
 DEPTH, QUICK_DEPTH, HORIZON = 100, 10, 1.0
 FAST = "contdepth fast path"
+PRECISION_SWEEP = True  # run once per precision of `_common.precisions()`
 
 
 def _jax_impls(model, field, num_steps, quick):
@@ -89,25 +90,25 @@ def _case(label, size, num_steps, quick, key):
     ys = jr.normal(ky, (b, d), jnp.float32)
     impls = _jax_impls(model, field, num_steps, quick)
     checks = []
+    # The timed callables; their first call (below, in the checks) is the compile.
+    fwd_calls = {n: c.jax_call(f, o, ys) for n, (o, f, _) in impls.items()}
+    grad_calls = {n: c.jax_call(g, o, ys) for n, (o, _, g) in impls.items()}
 
     # Correctness first: every implementation against the fast path.
-    ref_out = impls[FAST][1](model, ys)
-    ref_loss, ref_grad = impls[FAST][2](model, ys)
+    ref_out = fwd_calls[FAST]()
+    ref_loss, ref_grad = grad_calls[FAST]()
     ref_grad = _field_grad(ref_grad)
-    for name, (obj, fwd, vg) in impls.items():
+    for name in impls:
         if name == FAST:
             continue
         checks.append(c.check_close(f"{label} forward: {name} vs fast path",
-                                    fwd(obj, ys), ref_out, rtol=1e-4, atol=1e-5))
-        loss, grad = vg(obj, ys)
+                                    fwd_calls[name](), ref_out, rtol=1e-4, atol=1e-5))
+        loss, grad = grad_calls[name]()
         for (path, g1), g2 in zip(jax.tree_util.tree_leaves_with_path(_field_grad(grad)),
                                   jax.tree.leaves(ref_grad)):
             checks.append(c.check_close(
                 f"{label} gradient {jax.tree_util.keystr(path)}: {name} vs fast path",
                 g1, g2, rtol=1e-3, atol=1e-6))
-
-    fwd_calls = {n: c.jax_call(f, o, ys) for n, (o, f, _) in impls.items()}
-    grad_calls = {n: c.jax_call(g, o, ys) for n, (o, _, g) in impls.items()}
 
     notes = []
     if torch is None:
@@ -128,14 +129,15 @@ def _case(label, size, num_steps, quick, key):
             loss.backward()
             return loss
 
+        fwd_calls["torch eager loop"] = c.torch_call(t_fwd)
+        grad_calls["torch eager loop"] = c.torch_call(t_grad)
         checks.append(c.check_close(f"{label} forward: torch eager vs fast path",
-                                    t_fwd().cpu(), ref_out, rtol=1e-4, atol=1e-5))
-        t_grad()
+                                    fwd_calls["torch eager loop"]().cpu(), ref_out,
+                                    rtol=1e-4, atol=1e-5))
+        grad_calls["torch eager loop"]()
         for i, (g1, g2) in enumerate(zip(tm.grads_of(tfield), tm.jax_grads_like_torch(ref_grad))):
             checks.append(c.check_close(f"{label} gradient param {i}: torch eager vs fast path",
                                         g1.cpu(), g2, rtol=1e-3, atol=1e-6))
-        fwd_calls["torch eager loop"] = c.torch_call(t_fwd)
-        grad_calls["torch eager loop"] = c.torch_call(t_grad)
         if tde is None:
             notes.append(c.TORCHDIFFEQ_MISSING)
         else:
@@ -153,10 +155,11 @@ def _case(label, size, num_steps, quick, key):
                 loss.backward()
                 return loss
 
-            checks.append(c.check_close(f"{label} forward: torchdiffeq vs fast path",
-                                        d_fwd().cpu(), ref_out, rtol=1e-4, atol=1e-5))
             fwd_calls["torchdiffeq euler"] = c.torch_call(d_fwd)
             grad_calls["torchdiffeq euler"] = c.torch_call(d_grad)
+            checks.append(c.check_close(f"{label} forward: torchdiffeq vs fast path",
+                                        fwd_calls["torchdiffeq euler"]().cpu(), ref_out,
+                                        rtol=1e-4, atol=1e-5))
 
     flops_fwd = num_steps * c.mlp_flops(b, [d, w, w, d])
     peak_call, peak_flops = c.peak_matmul_call(quick)

@@ -23,6 +23,7 @@ from . import _common as c
 
 FULL = dict(num_steps=64, dim=64, width=64, batch=32)
 QUICK = dict(num_steps=8, dim=8, width=16, batch=4)
+PRECISION_SWEEP = True  # run once per precision of `_common.precisions()`
 
 
 def run(quick: bool = False) -> dict:
@@ -38,10 +39,10 @@ def run(quick: bool = False) -> dict:
 
     impls = {"contdepth cd.jacobian (fwd)": batched("fwd"),
              "contdepth cd.jacobian (rev)": batched("rev")}
-    ref = impls["contdepth cd.jacobian (fwd)"](model, ys)
-    checks = [c.check_close("cd.jacobian rev vs fwd", impls["contdepth cd.jacobian (rev)"](model, ys),
-                            ref, rtol=1e-4, atol=1e-5)]
     calls = {name: c.jax_call(f, model, ys) for name, f in impls.items()}
+    ref = calls["contdepth cd.jacobian (fwd)"]()  # first calls: the compiles
+    checks = [c.check_close("cd.jacobian rev vs fwd", calls["contdepth cd.jacobian (rev)"](),
+                            ref, rtol=1e-4, atol=1e-5)]
     notes = []
     torch = c.torch_or_none()
     if torch is None:
@@ -60,9 +61,9 @@ def run(quick: bool = False) -> dict:
         for kind, jac in (("jacfwd", torch.func.jacfwd), ("jacrev", torch.func.jacrev)):
             fn = torch.func.vmap(jac(f))
             name = f"torch.func vmap({kind})"
-            checks.append(c.check_close(f"{name} vs cd.jacobian", fn(ty).cpu(), ref,
-                                        rtol=1e-4, atol=1e-5))
             calls[name] = c.torch_call(fn, ty)
+            checks.append(c.check_close(f"{name} vs cd.jacobian", calls[name]().cpu(), ref,
+                                        rtol=1e-4, atol=1e-5))
     timings = c.time_interleaved(calls, c.reps(quick))
     best_torch = min((t["median_ms"] for k, t in timings.items() if k.startswith("torch")),
                      default=None)

@@ -19,7 +19,8 @@ import jax.random as jr
 
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from benchmarks._common import environment, jax_call, time_interleaved  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    environment, jax_call, matmul_precision, precision_settings, time_interleaved)
 
 
 BATCH, WIDTH, ITERS = 256, 128, 100
@@ -51,14 +52,20 @@ def main(argv=None) -> dict:
     kx, kw = jr.split(jr.PRNGKey(0))
     x = jr.normal(kx, (BATCH, WIDTH), jnp.float32)
     w = jr.normal(kw, (WIDTH, WIDTH), jnp.float32)
-    calls = {name: jax_call(_loop(p), x, w) for name, p in PRODUCTS.items()}
-    timings = time_interleaved(calls, 3 if args.quick else 15)
+    with matmul_precision("fp32"):  # full FP32 products (JAX "highest")
+        calls = {name: jax_call(_loop(p), x, w) for name, p in PRODUCTS.items()}
+        timings = time_interleaved(calls, 3 if args.quick else 15)
     flops = 2 * BATCH * WIDTH * WIDTH * ITERS
-    rows = [{"expr": name, **t, "GFLOP/s": flops / (t["median_ms"] * 1e-3) / 1e9}
+    rows = [{"precision": "fp32", "expr": name, **t,
+             "GFLOP/s": flops / (t["median_ms"] * 1e-3) / 1e9}
             for name, t in timings.items()]
     result = {"name": "matmul_layout", "rows": rows, "environment": environment(),
+              "precision": precision_settings("fp32"),
+              "compile_ms": {"fp32": {row["expr"]: row["compile_ms"] for row in rows}},
               "notes": [f"{ITERS} products of a ({BATCH}, {WIDTH}) float32 operand per "
-                        "call; GFLOP/s from the median of interleaved runs."],
+                        "call; GFLOP/s from the median of interleaved runs.",
+                        "first_ms: the first call (trace + XLA compile + one run); "
+                        "compile_ms = first_ms - median_ms."],
               "quick": args.quick}
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -95,16 +95,19 @@ def temp_bytes(model, ys) -> int:
     return int(fn.lower(*args).compile().memory_analysis().temp_size_in_bytes)
 
 
-def seconds(model, ys, repeats: int = 5) -> float:
-    """Median wall time of the compiled gradient (compiled and warmed up first)."""
+def seconds(model, ys, repeats: int = 5) -> tuple[float, float]:
+    """`(median, first)`: median wall time of the compiled gradient (compiled and warmed
+    up first), and the time of that first call (trace + compile + one run)."""
     fn, args = _gradient(model, ys)
+    start = time.perf_counter()
     jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), first
 
 
 def memory_rows(depths, key, progress=True) -> list[dict]:
@@ -137,16 +140,20 @@ def timing_rows(key, depth=TIMING_DEPTH) -> list[dict]:
         ("ReversibleResNet", "backprop (stored)", "reversible"),
         ("NeuralODE (ReversibleHeun)", "RecursiveCheckpointAdjoint", "cd.ReversibleAdjoint"),
     ]
-    euler = seconds(configs["EulerResNet", "backprop (stored)"](depth), ys)
+    euler, euler_first = seconds(configs["EulerResNet", "backprop (stored)"](depth), ys)
     rows = [{"model": "EulerResNet", "N": depth, "plain_ms": round(1e3 * euler, 3),
-             "reversible_ms": None, "overhead": None}]
+             "reversible_ms": None, "overhead": None,
+             "plain_compile_ms": round(1e3 * (euler_first - euler), 1),
+             "reversible_compile_ms": None}]
     for name, plain, rev in pairs:
-        t_plain = seconds(configs[name, plain](depth), ys)
-        t_rev = seconds(configs[name, rev](depth), ys)
+        t_plain, f_plain = seconds(configs[name, plain](depth), ys)
+        t_rev, f_rev = seconds(configs[name, rev](depth), ys)
         rows.append({"model": f"{name}: {rev} vs {plain}", "N": depth,
                      "plain_ms": round(1e3 * t_plain, 3),
                      "reversible_ms": round(1e3 * t_rev, 3),
-                     "overhead": round(t_rev / t_plain, 2)})
+                     "overhead": round(t_rev / t_plain, 2),
+                     "plain_compile_ms": round(1e3 * (f_plain - t_plain), 1),
+                     "reversible_compile_ms": round(1e3 * (f_rev - t_rev), 1)})
     return rows
 
 
@@ -237,6 +244,9 @@ def run(quick: bool = False) -> dict:
         "amplifies round-off by gamma**-N <= e^4; with a fixed gamma = 0.9 the drift "
         "grows like 0.9**-N (drift table).",
         "overhead = reversible time / stored-backprop time of the same model.",
+        "timing table: *_compile_ms = first call (trace + compile + one run) - median.",
+        "float32 matmuls at full FP32 (JAX 'highest', pinned by `python -m benchmarks` and "
+        "by `python benchmarks/memory.py`); every row records its `precision`.",
     ]
     return {"name": "memory", "rows": rows, "notes": notes, "timing": timing,
             "drift": drift, "pivot": pivot, "markdown": markdown}
@@ -245,7 +255,11 @@ def run(quick: bool = False) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N in (16, 64, 256)")
-    result = run(quick=parser.parse_args(argv).quick)
+    quick = parser.parse_args(argv).quick
+    with jax.default_matmul_precision("highest"):  # fp32, as `_common.matmul_precision`
+        result = run(quick=quick)
+    for key in ("rows", "timing", "drift", "pivot"):
+        result[key] = [{"precision": "fp32", **row} for row in result[key]]
     print(result["markdown"])
     for note in result["notes"]:
         print(f"- {note}")

@@ -14,6 +14,11 @@ import jax.random as jr
 from . import _common as c
 
 
+# Run once per precision of `_common.precisions()` (the peak of each precision is the
+# reference of that precision's `frac_peak`).
+PRECISION_SWEEP = True
+
+
 def run(quick: bool = False) -> dict:
     n = 1024 if quick else 2048
     flops = 2.0 * n**3
@@ -46,8 +51,9 @@ def run(quick: bool = False) -> dict:
     peak = max(r["GFLOP/s"] for r in rows)
     c.set_peak(peak)
     notes.append(
-        f"machine peak = {peak:.1f} GFLOP/s (faster median of the two, float32 {n}x{n} matmul); "
-        "every 'frac_peak' in the suite is relative to it"
+        f"machine peak ({c.current_precision()}) = {peak:.1f} GFLOP/s (faster median of the "
+        f"two, float32 {n}x{n} matmul); every 'frac_peak' of a {c.current_precision()} row "
+        "in the suite is relative to it"
     )
     return {
         "name": "peak",

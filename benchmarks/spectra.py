@@ -22,6 +22,7 @@ from . import _common as c
 
 FULL = dict(dim=1024, width=256, num_steps=16, k=5)
 QUICK = dict(dim=64, width=32, num_steps=4, k=3)
+PRECISION_SWEEP = True  # run once per precision of `_common.precisions()`
 
 
 def run(quick: bool = False) -> dict:
@@ -41,15 +42,13 @@ def run(quick: bool = False) -> dict:
     def dense(m, y):
         return cd.singular_values(m, y)[:k]
 
-    top, bound = matrix_free(model, y)
-    ref = dense(model, y)
+    calls = {"matrix-free (Lanczos)": c.jax_call(matrix_free, model, y),
+             "dense (jacfwd + SVD)": c.jax_call(dense, model, y)}
+    top, bound = calls["matrix-free (Lanczos)"]()  # first calls: the compiles
+    ref = calls["dense (jacfwd + SVD)"]()
     checks = [c.check_close(f"top-{k} singular values: matrix-free vs dense SVD", top, ref,
                             rtol=1e-3, atol=1e-4)]
-    timings = c.time_interleaved(
-        {"matrix-free (Lanczos)": c.jax_call(matrix_free, model, y),
-         "dense (jacfwd + SVD)": c.jax_call(dense, model, y)},
-        c.reps(quick),
-    )
+    timings = c.time_interleaved(calls, c.reps(quick))
     base = timings["matrix-free (Lanczos)"]["median_ms"]
     rows = [
         c.rounded({"impl": name, "dim": d, "k": k, "N": n, **t,

@@ -78,3 +78,45 @@ def test_fast_path_rejects_bad_state_shape(getkey):
     model = cd.EulerResNet(cd.MLPField(3, 4, 1, key=getkey()), 4, 1.0)
     with pytest.raises(ValueError):
         batched_apply(model, jnp.ones((2, 5)))
+
+
+def _uses_fused(fn, *args) -> bool:
+    return "custom_vjp" in str(eqx.filter_make_jaxpr(fn)(*args)[0])
+
+
+def test_path_is_chosen_per_backend(getkey, monkeypatch):
+    """`path="auto"` fuses only on backends where fusing is measured faster (the CPU);
+    elsewhere, and with `path="vmap"`, it is `jax.vmap(model)`."""
+    from contdepth._fastpath import batched
+
+    model = cd.EulerResNet(cd.MLPField(5, 7, 2, key=getkey()), 4, 1.0)
+    ys = jr.normal(getkey(), (3, 5))
+    assert jax.default_backend() == "cpu"
+    assert _uses_fused(batched_apply, model, ys)
+    assert not _uses_fused(lambda m, y: batched_apply(m, y, path="vmap"), model, ys)
+    monkeypatch.setattr(batched, "FUSED_BACKENDS", frozenset({"tpu"}))
+    assert not _uses_fused(batched_apply, model, ys)  # as on a GPU
+    assert _uses_fused(lambda m, y: batched_apply(m, y, path="fused"), model, ys)
+    with pytest.raises(ValueError, match="no fused implementation"):
+        batched_apply(cd.NeuralODE(model.field, 1.0), ys, path="fused")
+    with pytest.raises(ValueError, match="`path`"):
+        batched_apply(model, ys, path="fast")
+
+
+def test_classifier_body_takes_the_fused_path(getkey):
+    clf = cd.make_classifier("euler", num_features=6, num_classes=3, dim=5, width=7,
+                             depth=4, key=getkey())
+    clf = jax.tree.map(lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a,
+                       clf)
+    xs = jr.normal(getkey(), (4, 6))
+    assert _uses_fused(batched_apply, clf, xs)
+    np.testing.assert_allclose(batched_apply(clf, xs), jax.vmap(clf)(xs), rtol=0, atol=1e-12)
+    weights = jnp.arange(12.0).reshape(4, 3)
+
+    def loss(apply):
+        return lambda m, x: jnp.sum(jnp.sin(apply(m, x)) * weights)
+
+    g_fast = eqx.filter_grad(loss(batched_apply))(clf, xs)
+    g_vmap = eqx.filter_grad(loss(lambda m, x: jax.vmap(m)(x)))(clf, xs)
+    for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_vmap), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

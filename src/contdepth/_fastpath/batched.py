@@ -1,8 +1,11 @@
+from typing import Literal
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._classifier import Classifier
 from .._custom_types import Args
 from .._fields.mlp import MLPField
 from .._models.euler import EulerResNet
@@ -43,31 +46,63 @@ def _euler_mlp_config(model, ys, args) -> EulerMLPConfig | None:
     )
 
 
+# Backends where the fused Euler-MLP path is measured faster than `jax.vmap(model)`:
+# on CPU its backward pass keeps every matmul in the fast GEMM layout (about 1.5-2x on
+# fwd+grad, `benchmarks/euler.py`); on an H200 it was slower for training (2.13 vs
+# 1.79 ms per step, issue 15), so GPUs and TPUs take the `jax.vmap` path.
+FUSED_BACKENDS = frozenset({"cpu"})
+_PATHS = ("auto", "fused", "vmap")
+
+
 def batched_apply(
-    model, ys: Float[Array, "batch *state"], args: Args = None
+    model,
+    ys: Float[Array, "batch *state"],
+    args: Args = None,
+    *,
+    path: Literal["auto", "fused", "vmap"] = "auto",
 ) -> Float[Array, "batch *state"]:
-    """`jax.vmap(model)(ys)`, through a fused batched implementation where one exists.
+    """`jax.vmap(model)(ys)`, through a fused batched implementation where one exists
+    and is faster.
 
     Currently fused: [`contdepth.EulerResNet`][] on an [`contdepth.MLPField`][] (any
-    fixed activation, time-dependent or not, `args=None`, one dtype throughout). Its
-    backward pass is a hand-written exact VJP whose matrix products are all in the
-    layout the CPU GEMM kernels want (see `contdepth/_fastpath/euler_mlp.py`), about
-    twice as fast as `jax.grad` through `jax.vmap(model)` on CPU. It supports
-    reverse mode (`jax.grad`, `jax.vjp`) only; for forward mode (`jax.jvp`,
-    `jax.jacfwd`) call `jax.vmap(model)` directly. Every other model falls back to
-    `jax.vmap(model)`, with identical results.
+    fixed activation, time-dependent or not, `args=None`, one dtype throughout), alone
+    or as the body of a [`contdepth.Classifier`][]. Its backward pass is a
+    hand-written exact VJP whose matrix products are all in the layout the CPU GEMM
+    kernels want (see `contdepth/_fastpath/euler_mlp.py`), about twice as fast as
+    `jax.grad` through `jax.vmap(model)` on CPU. It supports reverse mode
+    (`jax.grad`, `jax.vjp`) only; for forward mode (`jax.jvp`, `jax.jacfwd`) call
+    `jax.vmap(model)` directly. Every other model falls back to `jax.vmap(model)`,
+    with identical results.
 
     **Arguments:**
 
     - `model`: a single-sample model `model(y, args) -> y_out`.
     - `ys`: a batch of states, batch axis first.
     - `args`: forwarded to the model (the fused path needs `args=None`).
+    - `path`: `"auto"` (the fused path where it exists and the default backend is
+        one where it is measured faster: `contdepth._fastpath.batched.FUSED_BACKENDS`,
+        today the CPU), `"fused"` (always; a `ValueError` if `model` has none) or
+        `"vmap"` (never).
 
     **Returns:**
 
     The batch of outputs, same shape and dtype as `ys`.
     """
-    config = _euler_mlp_config(model, ys, args)
+    if path not in _PATHS:
+        raise ValueError(f"`path` must be one of {_PATHS}, got {path!r}.")
+    if isinstance(model, Classifier):
+        states = jax.vmap(model.encoder)(ys)
+        out = batched_apply(model.body, states, args, path=path)
+        return jax.vmap(model.readout)(out)
+    config = None if path == "vmap" else _euler_mlp_config(model, ys, args)
+    if path == "fused" and config is None:
+        raise ValueError(
+            f"`path='fused'`: no fused implementation for a {type(model).__name__} on "
+            f"states of shape {tuple(ys.shape)} with args={args!r} (fused: an "
+            "EulerResNet of an MLPField, args=None, one dtype). Use `path='auto'`."
+        )
+    if path == "auto" and jax.default_backend() not in FUSED_BACKENDS:
+        config = None
     if config is None:
         return jax.vmap(lambda y: model(y, args))(ys)
     model.check_state(ys[0], "ys[i]")
