@@ -301,3 +301,57 @@ def test_matrix_free_rows_record_convergence(field_and_state):
     assert free.families["euler"]["converged"].tolist() == [1.0]
     assert free.reference["converged"] is True  # the reference's Lanczos runs too
     assert "†" not in free.to_markdown()
+
+
+def test_traced_depth_euler_equals_compiled_per_depth():
+    # `contdepth sweep` evaluates every depth with one compiled program (a traced N):
+    # the same float ops as `EulerResNet`'s scan, so bitwise the same numbers.
+    from contdepth._sweep.families import (
+        EulerFamily,
+        TracedEulerResNet,
+        UnscaledFamily,
+    )
+    from contdepth._sweep.legacy import _UnitStep
+    from contdepth._sweep.measure import dense_point
+    from contdepth._train.evaluate import evaluate
+
+    key = jr.PRNGKey(3)
+    clf = cd.make_classifier("euler", num_features=6, num_classes=3, dim=5, width=8,
+                             depth=4, horizon=0.7, key=key)
+    x = jr.normal(jr.fold_in(key, 1), (40, 6))
+    labels = jr.randint(jr.fold_in(key, 2), (40,), 0, 3)
+    field = clf.body.field
+    family = EulerFamily(field, 0.7)
+    ys = jax.vmap(clf.features)(x[:3])
+    for n in (1, 3, 8, 100):
+        traced = family.traced_depth(n)
+        assert isinstance(traced, TracedEulerResNet)
+        static = family(n)
+        for y in ys:
+            assert jnp.array_equal(static(y), traced(y))
+            assert jnp.array_equal(cd.jacobian(static, y), cd.jacobian(traced, y))
+        got = [dense_point(m, ys, None, None, None) for m in (static, traced)]
+        for k in got[0]:
+            assert jnp.array_equal(got[0][k], got[1][k])
+        with_body = [eqx.tree_at(lambda c: c.body, clf, m) for m in (static, traced)]
+        results = [evaluate(c, (x, labels)) for c in with_body]
+        assert results[0] == results[1]
+    for unit in (UnscaledFamily(field), _UnitStep(family)):
+        for n in (2, 16):
+            assert jnp.array_equal(unit(n)(ys[0]), unit.traced_depth(n)(ys[0]))
+    # Wrapping a family without `traced_depth`: none either (every depth compiled).
+    assert _UnitStep(cd.families.momentum(field, 0.7, gamma=0.5)).traced_depth is None
+
+
+def test_reference_from_one_program_equals_separate_measurements():
+    from contdepth._sweep.families import tight_ode
+    from contdepth._sweep.measure import dense_reference, outputs, solver_steps
+
+    key = jr.PRNGKey(4)
+    ode = tight_ode(cd.MLPField(4, 8, 1, key=key), 1.0, jnp.float32)
+    ys = jr.normal(jr.fold_in(key, 1), (3, 4))
+    jac, sv, out, steps = dense_reference(ode, ys, None, True)
+    assert jnp.array_equal(jac, jax.vmap(lambda y: cd.jacobian(ode, y))(ys))
+    assert jnp.array_equal(sv, jnp.linalg.svd(jac, compute_uv=False))
+    assert jnp.array_equal(out, outputs(ode, ys, None))
+    assert jnp.array_equal(steps, solver_steps(ode, ys, None))

@@ -21,20 +21,28 @@ from collections.abc import Callable
 from typing import Literal
 
 import equinox as eqx
+import jax.lax as lax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import PRNGKeyArray
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._adjoint.reversible_scan import check_memory, Memory
 from .._fields.coupled import CoupledField
 from .._fields.piecewise import PiecewiseField
-from .._fields.protocol import check_field, lipschitz_bound
+from .._fields.protocol import (
+    ARGS_UNKNOWN,
+    check_field,
+    check_field_state,
+    lipschitz_bound,
+)
 from .._models.euler import EulerResNet
 from .._models.highway import HighwayNet
 from .._models.momentum import MomentumResNet
 from .._models.neural_ode import NeuralODE
 from .._models.reversible import ReversibleResNet
 from .._models.scaled import ScaledResidualNet
+from .._step_rule import rk_step, step_time
 from .._validation import (
     check_callable,
     check_key,
@@ -71,6 +79,39 @@ def gronwall(lipschitz: float, horizon: float, num_steps: int):
     return (1 + hl) ** num_steps, (1 - hl) ** num_steps if hl < 1 else 0.0
 
 
+class TracedEulerResNet(eqx.Module):
+    """`EulerResNet(field, N, horizon)` with `N` and `h = horizon / N` as arrays: one
+    compiled program serves every depth. Built by `EulerFamily.traced_depth(N)` from an
+    `EulerResNet` (whose checks and warnings run there); it runs the same float ops
+    (`y + h F(k h, y)`, `h` rounded once from the double `horizon / N` to the state's
+    dtype) in a `while` loop, so it gives the same numbers as the `scan` of
+    `EulerResNet` (float32 and float64 states). Forward-mode autodiff only."""
+
+    field: Callable
+    num_steps: Int[Array, ""]
+    step_size: Float[Array, ""]  # h = horizon / N, in double precision where enabled
+
+    @classmethod
+    def of(cls, model: EulerResNet) -> "TracedEulerResNet":
+        return cls(
+            model.field,
+            jnp.asarray(model.num_steps, dtype=jnp.int32),
+            jnp.asarray(np.float64(model.step_size)),
+        )
+
+    def check_state(self, y, name: str = "y", args=ARGS_UNKNOWN) -> None:
+        check_field_state(self.field, y, args, name)
+
+    def __call__(self, y, args=None):
+        self.check_state(y, args=args)
+        h = self.step_size.astype(y.dtype)
+
+        def body(k, y):
+            return rk_step("euler", self.field, step_time(k, h), y, h, args)
+
+        return lax.fori_loop(0, self.num_steps, body, y)
+
+
 class EulerFamily(eqx.Module):
     """`N -> EulerResNet(field, N, horizon)`: depth is time, `h = T/N`."""
 
@@ -79,6 +120,9 @@ class EulerFamily(eqx.Module):
 
     def __call__(self, num_steps: int) -> EulerResNet:
         return EulerResNet(self.field, num_steps, self.horizon)
+
+    def traced_depth(self, num_steps: int) -> TracedEulerResNet:
+        return TracedEulerResNet.of(self(num_steps))
 
     def limit(self, dtype) -> NeuralODE:
         return tight_ode(self.field, self.horizon, dtype)
@@ -98,6 +142,9 @@ class UnscaledFamily(eqx.Module):
 
     def __call__(self, num_steps: int) -> EulerResNet:
         return EulerResNet(self.field, num_steps, float(num_steps))
+
+    def traced_depth(self, num_steps: int) -> TracedEulerResNet:
+        return TracedEulerResNet.of(self(num_steps))
 
     def lipschitz(self) -> float:
         return _lipschitz(self.field)

@@ -12,12 +12,12 @@ import jax.random as jr
 import optax
 
 from .. import datasets
-from .._models.euler import EulerResNet
 from .._models.neural_ode import NeuralODE
 from .._train.evaluate import evaluate
 from .._train.train import train
 from .._validation import check_positive_float, check_positive_int
 from .._zoo import make_classifier
+from .families import EulerFamily
 from .result import DepthSweep
 from .sweep import check_steps, depth_sweep
 
@@ -92,8 +92,10 @@ def learned_depth_sweep(
     def with_body(body):
         return eqx.tree_at(lambda c: c.body, clf, body)
 
+    # One compiled evaluation for every depth: the same Euler steps with `N` traced.
+    family = EulerFamily(field, horizon)
     accuracies = [
-        evaluate(with_body(EulerResNet(field, n, horizon)), test_data)["accuracy"]
+        evaluate(with_body(family.traced_depth(n)), test_data)["accuracy"]
         for n in steps
     ]
     ode_accuracy = evaluate(with_body(NeuralODE(field, horizon)), test_data)["accuracy"]

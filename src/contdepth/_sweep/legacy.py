@@ -23,8 +23,19 @@ class _UnitStep(eqx.Module):
 
     family: eqx.Module
 
+    def _at(self, num_steps: int):
+        return dataclasses.replace(self.family, horizon=float(num_steps))
+
     def __call__(self, num_steps: int):
-        return dataclasses.replace(self.family, horizon=float(num_steps))(num_steps)
+        return self._at(num_steps)(num_steps)
+
+    @property
+    def traced_depth(self):
+        """The family's `traced_depth` at `h = 1`, where the family has one, else
+        `None` (the sweep then compiles every depth)."""
+        if not callable(getattr(self.family, "traced_depth", None)):
+            return None
+        return lambda num_steps: self._at(num_steps).traced_depth(num_steps)
 
 
 # How a contdepth model given to the legacy call becomes its depth family: the model's

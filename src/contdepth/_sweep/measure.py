@@ -18,8 +18,10 @@ from jax.sharding import PartitionSpec
 
 from .._custom_types import Args
 from .._distributed.mesh import batch_sharding, replicated
+from .._jacobian._common import check_model_and_state, with_autodiff_mode
 from .._jacobian.dense import jacobian
 from .._jacobian.extreme import extreme_singular_values
+from .._models.neural_ode import NeuralODE
 
 
 class _Difference(eqx.Module):
@@ -76,13 +78,46 @@ def dense_point(model, ys, ref_jac, ref_out, args, mesh=None) -> dict:
     return _per_sample(one, mesh, ys, ref_jac, ref_out)
 
 
+def _jacobian_and_output(model, y, args):
+    """`(J, model(y))`: the dense Jacobian as [`contdepth.jacobian`][] computes it
+    (same mode, same autodiff pass), and the output taken from that pass's primal
+    computation instead of a second evaluation."""
+    check_model_and_state(model, y, args=args)
+    # Traced once here (a solve is slow to trace), not again by `flat_map`.
+    out = jax.eval_shape(lambda: model(y, args))
+    if not hasattr(out, "shape") or not jnp.issubdtype(out.dtype, jnp.inexact):
+        raise TypeError(
+            "`model(y, args)` must return one floating-point array, got "
+            f"{type(out).__name__}."
+        )
+    mode = "fwd" if np.prod(y.shape) <= np.prod(out.shape) else "rev"
+    diff_model = with_autodiff_mode(model, mode)
+
+    def with_out(x):  # `flat_map`'s map of flat vectors, its output also as aux
+        flat = jnp.reshape(diff_model(jnp.reshape(x, y.shape), args), (-1,))
+        return flat, flat
+
+    jac_fn = jax.jacfwd if mode == "fwd" else jax.jacrev
+    jac, flat = jac_fn(with_out, has_aux=True)(jnp.reshape(y, (-1,)))
+    return jac, jnp.reshape(flat, out.shape)
+
+
 @eqx.filter_jit
-def dense_reference(model, ys, args) -> tuple:
-    """Per state: the reference Jacobian and its singular values."""
+def dense_reference(model, ys, args, steps: bool = False) -> tuple:
+    """Per state: the reference Jacobian, its singular values, the output and, with
+    `steps`, the solver steps `model.solve(y, args)` took (a Neural ODE): one
+    compiled program for all of them."""
+
+    # A failed solve raises through `model(y)` with the model's own message, not
+    # through a second `throw` of this solve.
+    options = {"throw": False} if isinstance(model, NeuralODE) else {}
 
     def one(y):
-        jac = jacobian(model, y, args=args)
-        return jac, jnp.linalg.svd(jac, compute_uv=False)
+        jac, out = _jacobian_and_output(model, y, args)
+        got = (jac, jnp.linalg.svd(jac, compute_uv=False), out)
+        if not steps:
+            return got
+        return (*got, model.solve(y, args, **options).stats["num_steps"])
 
     return jax.vmap(one)(ys)
 

@@ -53,10 +53,14 @@ def measure_reference(model, measure: Measure, key) -> Reference:
         # runtime's collectives; solve without them and check the result on the host.
         model = no_throw(model)
     local, ys = measure.local(model), measure.ys_local
-    bounds, jac, operator, norm = {}, None, None, None
+    bounds, jac, operator, norm, steps = {}, None, None, None, None
+    # A Neural ODE: record its solver steps.
+    has_solve = callable(getattr(model, "solve", None))
     if measure.method == "dense":
-        jac, sv = dense_reference(local, ys, measure.args)
+        # One compiled program: Jacobians, spectra, outputs (and solver steps).
+        jac, sv, out, *steps = dense_reference(local, ys, measure.args, has_solve)
         smax, smin = np.asarray(sv[:, 0]), np.asarray(sv[:, -1])
+        steps = steps[0] if has_solve else None
     else:
         point = matrix_free_point(local, ys, None, None, None, measure.args, key, None)
         smax, smin = np.asarray(point["sigma_max"]), np.asarray(point["sigma_min"])
@@ -67,7 +71,9 @@ def measure_reference(model, measure: Measure, key) -> Reference:
             for name in ("sigma_max_bound", "sigma_min_bound")
         }
         bounds["converged"] = bool(np.all(point["converged"]))
-    out = outputs(local, ys, measure.args)
+        out = outputs(local, ys, measure.args)
+        if has_solve:
+            steps = solver_steps(local, ys, measure.args)
     if not np.all(np.isfinite(np.asarray(out))):
         raise RuntimeError(
             f"The reference model {type(model).__name__} gave a non-finite output (a "
@@ -81,8 +87,7 @@ def measure_reference(model, measure: Measure, key) -> Reference:
         "sigma_min": float(smin.min()),
         "cond": float(np.max(smax / smin)),
     }
-    if callable(getattr(model, "solve", None)):  # a Neural ODE: record its solver steps
-        steps = solver_steps(local, ys, measure.args)
+    if steps is not None:
         summary["num_steps"] = int(np.max(np.asarray(steps)))
     summary.update(bounds)
     return Reference(model, jac, operator, out, norm, summary)
