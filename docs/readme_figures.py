@@ -495,6 +495,43 @@ def fig_spiral():
             f"learning rates (`docs/results/spiral/`).{ratio}")
 
 
+def regenerate_test_suite():
+    """Time the README's test command's pytest run (`-n auto --dist worksteal`, the
+    environment's venv) with per-module durations: `docs/results/test_suite.json`."""
+    # Less the one check that reads this very result (it cannot pass before it exists).
+    cmd = [sys.executable, "-m", "pytest", "-q", "-n", "auto", "--dist", "worksteal",
+           "--durations=0", "-p", "no:cacheprovider", "--deselect",
+           "tests/test_readme_figures.py::test_readme_figures_are_current[stored]"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    summary = re.search(r"(\d+) passed", proc.stdout)
+    if proc.returncode != 0 or summary is None:
+        raise RuntimeError(f"the test suite failed:\n{proc.stdout[-3000:]}")
+    modules: dict[str, float] = {}
+    for m in re.finditer(r"^([\d.]+)s (?:call|setup|teardown)\s+(tests/[\w/]+\.py)",
+                         proc.stdout, flags=re.M):
+        modules[m[2]] = modules.get(m[2], 0.0) + float(m[1])
+    result = {
+        "passed": int(summary[1]),
+        "seconds": seconds,
+        "cores": os.cpu_count(),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "module_seconds": dict(sorted(modules.items(), key=lambda kv: -kv[1])),
+    }
+    (RESULTS / "test_suite.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+@figure("slow", inline=True, regenerate=regenerate_test_suite)
+def fig_test_suite():
+    r = json.loads((RESULTS / "test_suite.json").read_text())
+    top = ", ".join(f"`{k.removeprefix('tests/')}` {v:.0f} s"
+                    for k, v in list(r["module_seconds"].items())[:3])
+    return (f"Measured: {r['passed']} tests (all but the stored-figures check) in "
+            f"{r['seconds'] / 60:.1f} min on {r['cores']} cores (the slowest modules, summed over their tests: {top}; "
+            "`docs/results/test_suite.json`).")
+
+
 # --- measured: benchmarks/results/*.json -------------------------------------------------
 
 
@@ -721,7 +758,9 @@ def fig_bench_forward_fraction():
 @figure("measured", file=BENCH_README, inline=True)
 def fig_bench_torch_threads():
     calib = _bench("summary")["environment"]["torch_threads"]["calibration_ms"]
-    return f"{calib['2'] / calib['1']:.1f}x slower than 1 in the stored run's calibration"
+    ratio = calib["2"] / calib["1"]
+    return (f"{ratio:.1f}x the time of 1 in the stored run's calibration, so "
+            f"{'1 thread' if ratio > 1 else '2 threads'} was kept")
 
 
 # --- driver ------------------------------------------------------------------------------
