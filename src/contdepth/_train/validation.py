@@ -111,13 +111,9 @@ class Validator:
         for name, v in values.items():
             self.history[name].append(float(v))
         if self.early is not None:
-            value = float(values[self.early.monitor])
-            if self.early.improves(value, self.best_value):
-                self.best_step, self.best_value, self.stale = step, value, 0
-                if self.early.restore_best:
-                    self.best_state = (model, opt_state)
-            else:
-                self.stale += 1
+            improved = self._track(step, float(values[self.early.monitor]))
+            if improved and self.early.restore_best:
+                self.best_state = (model, opt_state)
         return {k: float(v) for k, v in values.items()}
 
     def should_stop(self) -> bool:
@@ -132,10 +128,15 @@ class Validator:
             for step, value in zip(
                 self.history["step"], self.history[self.early.monitor]
             ):
-                if self.early.improves(value, self.best_value):
-                    self.best_step, self.best_value, self.stale = int(step), value, 0
-                else:
-                    self.stale += 1
+                self._track(int(step), value)
+
+    def _track(self, step: int, value: float) -> bool:
+        """Update the best value and the evaluations since; True if `value` improved."""
+        if self.early.improves(value, self.best_value):
+            self.best_step, self.best_value, self.stale = step, value, 0
+            return True
+        self.stale += 1
+        return False
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
