@@ -2,6 +2,7 @@
 (issue 3, items 4, 5, 8)."""
 
 import json
+import types
 
 import equinox as eqx
 import jax
@@ -9,6 +10,7 @@ import jax.lax as lax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import optax
 import pytest
 
 import contdepth as cd
@@ -355,3 +357,98 @@ def test_reference_from_one_program_equals_separate_measurements():
     assert jnp.array_equal(sv, jnp.linalg.svd(jac, compute_uv=False))
     assert jnp.array_equal(out, outputs(ode, ys, None))
     assert jnp.array_equal(steps, solver_steps(ode, ys, None))
+
+
+def test_refined_family_is_refine_depth_with_one_program():
+    # `families.refined(net)` at N = r N_train is `refine_depth(net, r)`, and so is its
+    # traced depth (one compiled program for every N), for every init.
+    from contdepth._sweep.refined import TracedRefinedResNet
+
+    y = jnp.asarray([0.3, -1.2, 0.7, 0.1, -0.5, 2.0])
+    run = eqx.filter_jit(lambda model: model(y))  # compiled once per structure
+    for i, init in enumerate(("smooth", "iid")):
+        key = jr.PRNGKey(10 + i)
+        # The sizes of the next test's nets: their random draws compile once.
+        net = cd.untied_resnet(key, dim=6, hidden=8, num_layers=4, init=init)
+        # Move V off zero (as training does) so the smooth net is not the identity.
+        net = eqx.tree_at(lambda m: m.fields.V, net,
+                          net.fields.V + jr.normal(jr.fold_in(key, 1), (4, 6, 8)))
+        family = cd.families.refined(net)
+        assert family(4) is net
+        static, traced = family(16), family.traced_depth(16)  # r = 4
+        assert isinstance(traced, TracedRefinedResNet) and static.num_layers == 16
+        # One structure for every depth: one compiled program.
+        assert jax.tree.structure(traced) == jax.tree.structure(family.traced_depth(8))
+        want = run(cd.refine_depth(net, 4, beta=1.0))
+        assert jnp.array_equal(run(static), want)
+        # The same arithmetic; XLA may fuse the interpolation differently (ulps).
+        assert jnp.allclose(run(traced), want, rtol=1e-13, atol=0)
+        with pytest.raises(ValueError, match="multiples of 4"):
+            family(6)
+    bad = cd.untied_resnet(jr.PRNGKey(0), dim=3, hidden=4, num_layers=4, beta=0.5)
+    with pytest.raises(ValueError, match="beta=1"):
+        cd.families.refined(bad)
+
+
+def test_untied_runs_converge_but_differ_in_regularity():
+    # Smooth and iid untied nets both converge to their own ODEs at O(1/N); what tells
+    # them apart is the weights' regularity in depth and the gap at the trained depth.
+    from contdepth._sweep.untied_job import (
+        frozen_alpha,
+        sweep_untied,
+        untied_keys,
+        untied_markdown,
+    )
+
+    train_data, test_data = cd.datasets.digits()
+    test_data = (test_data[0][:60], test_data[1][:60])
+    k_model, k_train, k_sweep = jr.split(jr.PRNGKey(0), 3)
+    template = cd.make_classifier("euler", num_features=64, num_classes=10, dim=6,
+                                  width=8, depth=4, key=k_model)
+    optimizer = frozen_alpha(optax.adam(3e-3))
+    steps = (4, 8, 16, 32)
+    runs = {
+        init: sweep_untied(
+            template, init, width=8, train_depth=4, steps=steps, train_data=train_data,
+            test_data=test_data, train_steps=40, num_states=2, optimizer=optimizer,
+            keys=untied_keys(k_model, k_train, k_sweep), progress=False,
+        )
+        for init in ("smooth", "iid")
+    }
+    for cols, summary in runs.values():
+        err = cols["out_rel_err"]
+        assert np.all(err[1:] < 0.65 * err[:-1])  # converges ...
+        assert 0.4 < err[-1] / err[-2] < 0.6  # ... at first order
+        assert -1.4 < summary["order"] < -0.8
+        assert summary["gap_at_train_depth"] == err[0]
+        assert all(0.5 < a <= 1 for a in cols["accuracy"])  # well above chance (0.1)
+        assert np.all(cols["sigma_max"] < 2 * summary["ode"]["sigma_max"])
+        assert np.all(cols["sigma_min"] > 0.5 * summary["ode"]["sigma_min"])
+    (_, smooth), (_, iid) = runs["smooth"], runs["iid"]
+    assert smooth["regularity_at_init"]["max_increment"] == 0.0  # tied W, V = 0
+    for when in ("regularity_at_init", "regularity_trained"):
+        assert iid[when]["max_increment"] > 5 * smooth[when]["max_increment"]
+        assert iid[when]["h1_norm"] > 2 * smooth[when]["h1_norm"]
+    assert iid["gap_at_train_depth"] > 3 * smooth["gap_at_train_depth"]
+    sweep = types.SimpleNamespace(
+        steps=steps, families={f"untied {i}": cols for i, (cols, _) in runs.items()}
+    )
+    text = untied_markdown(sweep, {i: s for i, (_, s) in runs.items()}, 4)
+    last = runs["smooth"][0]["out_rel_err"][-1]
+    assert "| untied iid |" in text and f"| 32 | {last:.4g} |" in text
+    assert f"{smooth['gap_at_train_depth']:.4g}" in text
+
+
+def test_cli_sweep_untied_flag():
+    from contdepth._cli import build_parser
+    from contdepth._sweep.job import learned_depth_sweep
+
+    parse = build_parser().parse_args
+    assert parse(["sweep"]).untied == []  # opt-in: the default sweep stays fast
+    assert parse(["sweep", "--untied", "smooth", "iid"]).untied == ["smooth", "iid"]
+    with pytest.raises(SystemExit):
+        parse(["sweep", "--untied", "gaussian"])
+    with pytest.raises(ValueError, match="multiples of 4"):  # checked before training
+        learned_depth_sweep(steps=(4, 6), train_depth=4, untied=("iid",))
+    with pytest.raises(ValueError, match="initialisations from"):
+        learned_depth_sweep(untied=("gaussian",))

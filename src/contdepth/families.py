@@ -4,6 +4,7 @@ Any callable `N -> model` is a depth family (e.g. `lambda n: MyNet(n)`); these a
 built-in ones, small frozen modules so that equal arguments give equal models (and a
 repeated sweep compiles nothing). Optional capabilities the sweep discovers: `limit`,
 `bounds`, `lipschitz`, `traced_depth`; see `contdepth._sweep.families`.
+`refined(net)` sweeps one trained untied ResNet refined in depth against its ODE.
 """
 
 from ._sweep.families import (
@@ -17,3 +18,4 @@ from ._sweep.families import (
     unscaled as unscaled,
     untied as untied,
 )
+from ._sweep.refined import refined as refined

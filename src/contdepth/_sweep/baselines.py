@@ -1,9 +1,9 @@
 """Random baseline stacks for the depth sweep, with weights drawn inside the loop.
 
-Layer `k` draws its weights from `fold_in(key, k)`, so nothing of size `N` is stored and,
-with a traced depth `n`, one compiled function serves every `N` (forward mode through a
-`while` loop: exactly what `jax.jacfwd` needs). With a Python-int depth the loop is a
-`scan`, which reverse mode (the matrix-free path) also accepts.
+Layer `k` draws its weights from `fold_in(key, k)`, so nothing of size `N` is stored
+and, with a traced depth `n`, one compiled function serves every `N` (forward mode
+through a `while` loop: exactly what `jax.jacfwd` needs). With a Python-int depth the
+loop is a `scan`, which reverse mode (the matrix-free path) also accepts.
 """
 
 import equinox as eqx
@@ -24,8 +24,9 @@ def _uniform(key, shape, fan_in, dtype):
 
 class RandomStack(eqx.Module):
     """`kind="plain"`: `y <- tanh(W_k y + b_k)` (a random [`contdepth.PlainNet`][]);
-    `kind="branch"`: `y <- y + scale * f_k(y)` with `f_k(y) = V_k tanh(W_k y + b_k) + c_k`
-    i.i.d. random one-hidden-layer branches (depth-varying random weights)."""
+    `kind="branch"`: `y <- y + scale * f_k(y)` with
+    `f_k(y) = V_k tanh(W_k y + b_k) + c_k` i.i.d. random one-hidden-layer branches
+    (depth-varying random weights)."""
 
     key: PRNGKeyArray
     num_layers: int | Int[Array, ""]
@@ -49,7 +50,9 @@ class RandomStack(eqx.Module):
 
         def branch(k, y):
             kw, kb, kv, kc = jr.split(jr.fold_in(self.key, k), 4)
-            hidden = jnp.tanh(_uniform(kw, (d, d), d, dtype) @ y + _uniform(kb, (d,), d, dtype))
+            hidden = jnp.tanh(
+                _uniform(kw, (d, d), d, dtype) @ y + _uniform(kb, (d,), d, dtype)
+            )
             f = _uniform(kv, (d, d), d, dtype) @ hidden + _uniform(kc, (d,), d, dtype)
             return residual_update(y, self.scale.astype(dtype), f)
 

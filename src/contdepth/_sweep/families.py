@@ -226,11 +226,17 @@ class ScaledResidualFamily(eqx.Module):
 
     field: Callable | None
     fields: Callable | None = eqx.field(static=True)
-    alpha: float | str | Callable = eqx.field(static=True)
+    alpha: float | Literal["nonexpansive"] | Callable[[int], float] = eqx.field(
+        static=True
+    )
     beta: float = eqx.field(static=True)
 
     def __call__(self, num_steps: int) -> ScaledResidualNet:
-        layers = self.field if self.fields is None else list(self.fields(num_steps))
+        if self.fields is None:
+            assert self.field is not None  # exactly one is given
+            layers = self.field
+        else:
+            layers = list(self.fields(num_steps))
         alpha = self.alpha(num_steps) if callable(self.alpha) else self.alpha
         return ScaledResidualNet(layers, num_steps, alpha=alpha, beta=self.beta)
 

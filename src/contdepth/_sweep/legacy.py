@@ -3,6 +3,7 @@ ode=...)`, translated into families: the field's Euler family (or the given mome
 reversible model's family, in the `"euler"` slot) and the default baselines."""
 
 import dataclasses
+from typing import Any
 
 import equinox as eqx
 import jax.random as jr
@@ -21,7 +22,7 @@ class _UnitStep(eqx.Module):
     """`N -> family(N)` with the family's horizon set to `N` (step `h = 1`): the
     unscaled baseline of a family with a horizon."""
 
-    family: eqx.Module
+    family: Any  # a built-in family (a dataclass) with a `horizon` field
 
     def _at(self, num_steps: int):
         return dataclasses.replace(self.family, horizon=float(num_steps))
@@ -106,7 +107,9 @@ def legacy_families(field_or_model, *, horizon, baselines, vector_state, dim, ke
             families["branch_1/sqrt(N)"] = fam.random_branches(
                 dim, k_branch, "1/sqrt(N)"
             )
-    note = "" if vector_state or not baselines else (
-        "plain and random-branch families need vector states"
+    note = (
+        ""
+        if vector_state or not baselines
+        else ("plain and random-branch families need vector states")
     )
     return families, horizon, label, ode, note

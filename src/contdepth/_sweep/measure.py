@@ -7,14 +7,15 @@ so a repeated sweep with equal models reuses the compiled programs.
 """
 
 import dataclasses
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jax.sharding import PartitionSpec
+from jax.sharding import Mesh, PartitionSpec
 
 from .._custom_types import Args
 from .._distributed.mesh import batch_sharding, replicated
@@ -27,8 +28,8 @@ from .._models.neural_ode import NeuralODE
 class _Difference(eqx.Module):
     # `y -> a(y) - b(y)`: its Jacobian is `J_a - J_b`, so the matrix-free spectral norm
     # of a difference of Jacobians is one more Lanczos run.
-    a: eqx.Module
-    b: eqx.Module
+    a: Callable[..., Any]
+    b: Callable[..., Any]
 
     def __call__(self, y, args=None):
         return self.a(y, args) - self.b(y, args)
@@ -110,7 +111,7 @@ def dense_reference(model, ys, args, steps: bool = False) -> tuple:
 
     # A failed solve raises through `model(y)` with the model's own message, not
     # through a second `throw` of this solve.
-    options = {"throw": False} if isinstance(model, NeuralODE) else {}
+    options: dict[str, Any] = {"throw": False} if isinstance(model, NeuralODE) else {}
 
     def one(y):
         jac, out = _jacobian_and_output(model, y, args)
@@ -134,6 +135,9 @@ def matrix_free_point(model, ys, ref, ref_out, ref_norm, args, key, mesh=None) -
     def one(y, y_ref, norm, k):
         k1, k2 = jr.split(k)
         ext = extreme_singular_values(model, y, 1, key=k1, args=args)
+        # `which="both"` (the default) fills every field.
+        assert ext.largest is not None and ext.largest_bound is not None
+        assert ext.smallest is not None and ext.smallest_bound is not None
         out = dict(
             sigma_max=ext.largest[0],
             sigma_min=ext.smallest[0],
@@ -146,6 +150,7 @@ def matrix_free_point(model, ys, ref, ref_out, ref_norm, args, key, mesh=None) -
         diff = extreme_singular_values(
             _Difference(model, ref), y, 1, key=k2, which="largest", args=args
         )
+        assert diff.largest is not None and diff.largest_bound is not None
         (a, ea), (b, eb) = (diff.largest[0], diff.largest_bound[0]), norm
         rel = a / b
         # |a/b - a'/b'| <= (ea + (a/b) eb) / (b - eb) when |a-a'| <= ea, |b-b'| <= eb.
@@ -182,7 +187,7 @@ class Measure:
     method: Literal["dense", "matrix_free"]
     ys: jax.Array
     args: Args
-    mesh: object = None
+    mesh: Mesh | None = None
 
     @property
     def ys_local(self) -> jax.Array:

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from .._optional import require
+
 
 #: Column names and how they are shown; every family has a subset of them.
 COLUMN_LABELS = {
@@ -29,6 +31,9 @@ FAMILY_LABELS = {
     "plain": "plain tanh stack",
     "branch_1/N": "random branches × 1/N",
     "branch_1/sqrt(N)": "random branches × 1/√N",
+    "untied smooth": "untied β = 1, smooth init, refined",
+    "untied iid": "untied β = 1, iid init, refined",
+    "untied interpolated": "untied β = 1, interpolated init, refined",
 }
 
 
@@ -48,8 +53,9 @@ def _fmt(v) -> str:
 #: Markers in the Markdown tables, and the legend line each adds under them.
 UNCONVERGED, ROUNDOFF = "†", "‡"
 _LEGEND = {
-    UNCONVERGED: "† Lanczos did not converge to its tolerance in this row (the ± columns "
-    "say by how much; raise `max_iters` of `cd.extreme_singular_values`).",
+    UNCONVERGED: "† Lanczos did not converge to its tolerance in this row "
+    "(the ± columns say by how much; raise `max_iters` of "
+    "`cd.extreme_singular_values`).",
     ROUNDOFF: "‡ σ_min < eps·σ_max ({dtype}): below round-off; σ_min and cond are "
     "limited by rounding, not resolved.",
     "—": "—(inf), —(nan): a non-finite value (overflow, or a non-finite Jacobian).",
@@ -73,7 +79,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines)
 
 
-def _jsonable(v):
+def _jsonable(v) -> Any:
     if isinstance(v, np.ndarray):
         return [_jsonable(x) for x in v.tolist()]
     if isinstance(v, (list, tuple)):
@@ -181,10 +187,14 @@ class DepthSweep:
                 smax = np.asarray(cols["sigma_max"], float)
                 smin = np.asarray(cols["sigma_min"], float)
                 with np.errstate(invalid="ignore"):
-                    roundoff = np.isfinite(smax) & np.isfinite(smin) & (smin < eps * smax)
+                    roundoff = (
+                        np.isfinite(smax) & np.isfinite(smin) & (smin < eps * smax)
+                    )
             values = [np.asarray(v, float) for v in cols.values()]
-            non_finite = np.any([~np.isfinite(v) for v in values], axis=0) if values else (
-                np.zeros(n, bool)
+            non_finite = (
+                np.any([~np.isfinite(v) for v in values], axis=0)
+                if values
+                else (np.zeros(n, bool))
             )
             out[family] = dict(
                 unconverged=unconverged, roundoff=roundoff, non_finite=non_finite
@@ -209,13 +219,21 @@ class DepthSweep:
 
     def _header(self) -> list[str]:
         model = self.meta.get("model", "euler")
-        parts = [] if model == "euler" else [
-            f"Swept model: {model} (its ODE limit is the reference; family 'euler' holds it)",
-            "",
-        ]
+        parts = (
+            []
+            if model == "euler"
+            else [
+                f"Swept model: {model} (its ODE limit is the reference; "
+                "family 'euler' holds it)",
+                "",
+            ]
+        )
         lip = self.lipschitz if math.isfinite(self.lipschitz) else None
-        known = lip is not None and self.horizon is not None
-        growth = math.exp(min(lip * self.horizon, 700.0)) if known else None
+        growth = (
+            math.exp(min(lip * self.horizon, 700.0))
+            if lip is not None and self.horizon is not None
+            else None
+        )
         setting = (
             f"T = {_fmt(self.horizon)}, d = {self.dim}, L = {_fmt(lip)}, "
             f"exp(LT) = {_fmt(growth)}"
@@ -241,7 +259,8 @@ class DepthSweep:
         headers = ["N", *step] + [COLUMN_LABELS[c] for c in order]
         marked = [self._marked(flags, first, c) for c in order]
         rows = [
-            [n] + ([] if self.horizon is None else [self.horizon / n])
+            [n]
+            + ([] if self.horizon is None else [self.horizon / n])
             + [col[i] for col in marked]
             for i, n in enumerate(self.steps)
         ]
@@ -300,11 +319,11 @@ class DepthSweep:
 
         The matplotlib `Figure`.
         """
-        import matplotlib
+        matplotlib = require("matplotlib", extra="plot")
 
         if ax is None and path is not None:
             matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        plt = require("matplotlib.pyplot", extra="plot")
 
         if ax is None:
             fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -326,8 +345,12 @@ class DepthSweep:
         ns = np.asarray(self.steps)
         ref = self.reference
         if ref:
-            ax0.axhspan(ref["sigma_min"], ref["sigma_max"], color="0.85",
-                        label="reference [σ_min, σ_max]")
+            ax0.axhspan(
+                ref["sigma_min"],
+                ref["sigma_max"],
+                color="0.85",
+                label="reference [σ_min, σ_max]",
+            )
         if self.horizon is not None and math.isfinite(self.lipschitz * self.horizon):
             bound = math.exp(min(self.lipschitz * self.horizon, 700.0))
             ax0.axhline(bound, color="0.4", ls=":", lw=1, label="Grönwall exp(LT)")
@@ -338,8 +361,14 @@ class DepthSweep:
             c = colours[i % len(colours)]
             for name, style in (("sigma_max", "-o"), ("sigma_min", "--s")):
                 v = np.asarray(cols[name], dtype=float)
-                ax0.plot(ns, np.clip(v, floor, None), style, color=c, ms=3,
-                         label=self._label(fam) if name == "sigma_max" else None)
+                ax0.plot(
+                    ns,
+                    np.clip(v, floor, None),
+                    style,
+                    color=c,
+                    ms=3,
+                    label=self._label(fam) if name == "sigma_max" else None,
+                )
                 low = v < floor
                 if low.any():
                     ax0.plot(ns[low], np.full(low.sum(), floor), "v", color=c, ms=7)
@@ -361,11 +390,23 @@ class DepthSweep:
         compared = [f for f, cols in self.families.items() if "jac_rel_err" in cols]
         for fam in compared:
             cols = self.families[fam]
-            ax1.loglog(ns, cols["jac_rel_err"], "-o", ms=3, base=2,
-                       label=f"{fam}: ‖J_N − J_ref‖ / ‖J_ref‖")
+            ax1.loglog(
+                ns,
+                cols["jac_rel_err"],
+                "-o",
+                ms=3,
+                base=2,
+                label=f"{fam}: ‖J_N − J_ref‖ / ‖J_ref‖",
+            )
             if "out_rel_err" in cols:
-                ax1.loglog(ns, cols["out_rel_err"], "-s", ms=3, base=2,
-                           label=f"{fam}: ‖y_N − y_ref‖ / ‖y_ref‖")
+                ax1.loglog(
+                    ns,
+                    cols["out_rel_err"],
+                    "-s",
+                    ms=3,
+                    base=2,
+                    label=f"{fam}: ‖y_N − y_ref‖ / ‖y_ref‖",
+                )
         if compared:
             err = np.asarray(self.families[compared[0]]["jac_rel_err"], dtype=float)
             ok = err > 0

@@ -1,18 +1,18 @@
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import equinox as eqx
 import jax.random as jr
 import numpy as np
 from jaxtyping import PRNGKeyArray
-from tqdm.auto import tqdm
 
 from .._custom_types import Args, State
 from .._distributed.mesh import resolve_mesh, shard_batch
 from .._fields.protocol import check_field_state
 from .._jacobian._common import check_choice
 from .._models.base import AbstractDepthModel, check_model_state
+from .._optional import progress_bar as tqdm
 from .._validation import (
     check_bool,
     check_callable,
@@ -49,7 +49,9 @@ def check_steps(steps) -> tuple[int, ...]:
             )
         out.append(int(s))
     if not out:
-        raise ValueError("`steps` must hold at least one depth N, got an empty sequence.")
+        raise ValueError(
+            "`steps` must hold at least one depth N, got an empty sequence."
+        )
     if len(set(out)) != len(out):
         raise ValueError(f"`steps` must not repeat a depth, got {out}.")
     return tuple(sorted(out))
@@ -122,7 +124,7 @@ def _check_compare(compare, families) -> tuple[str, ...]:
     return names
 
 
-def _first(families, capability: str):
+def _first(families, capability: str) -> Any:
     """The first family having the optional capability, else `None`."""
     for family in families.values():
         if callable(getattr(family, capability, None)):
@@ -141,8 +143,12 @@ def _sweep_families(families, steps, measure, reference, compare, key, progress)
     table = Table(families)
     # A traced depth compiles once for every N; loops under a mesh stay static scans.
     traced = measure.method == "dense" and measure.mesh is None
-    bar = tqdm(total=len(steps) * len(families), desc="depth sweep",
-               disable=not progress, leave=False)
+    bar = tqdm(
+        total=len(steps) * len(families),
+        desc="depth sweep",
+        disable=not progress,
+        leave=False,
+    )
     for i, n in enumerate(steps):
         key_n = jr.fold_in(key, i)
         bar.set_postfix(N=n)
@@ -150,8 +156,8 @@ def _sweep_families(families, steps, measure, reference, compare, key, progress)
             ref = reference if name in compare else None
             model = _model_at(family, n, traced)
             table.add(name, worst_case(measure(model, ref, key_n)))
-            bounds = getattr(family, "bounds", None)
-            bounds = bounds(n) if callable(bounds) else None
+            get_bounds: Callable[[int], Any] | None = getattr(family, "bounds", None)
+            bounds = get_bounds(n) if callable(get_bounds) else None
             if bounds is not None:
                 table.add(name, {"upper_bound": bounds[0], "lower_bound": bounds[1]})
             bar.update()
@@ -173,8 +179,12 @@ def _resolve(families, horizon, reference, baselines, ode, ys, key):
     if ode is not None and reference is not None:
         raise TypeError("Pass the reference as `reference=` or `ode=`, not both.")
     families, horizon, label, model_ode, note = legacy_families(
-        families, horizon=horizon, baselines=baselines, vector_state=ys.ndim == 2,
-        dim=int(ys[0].size), key=key,
+        families,
+        horizon=horizon,
+        baselines=baselines,
+        vector_state=ys.ndim == 2,
+        dim=int(ys[0].size),
+        key=key,
     )
     if reference is None:
         reference = model_ode if ode is None else ode
