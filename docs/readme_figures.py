@@ -1,4 +1,5 @@
-"""Every number printed in README.md and benchmarks/README.md, from code.
+"""Every number printed in README.md, the documentation pages (docs/*.md) and
+benchmarks/README.md, from code.
 
 Each table or number sits between `<!-- figure:NAME -->` and `<!-- /figure:NAME -->`
 markers; this script writes what goes between them, one function per figure:
@@ -23,6 +24,7 @@ Three kinds of figure:
 import argparse
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import re
@@ -37,6 +39,19 @@ from collections.abc import Callable
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BENCH_README = ROOT / "benchmarks" / "README.md"
+# The documentation pages that print numbers (the site is built from docs/ by mkdocs).
+DOCS = ROOT / "docs"
+GETTING_STARTED = DOCS / "index.md"
+TRAINING = DOCS / "training.md"
+JACOBIANS = DOCS / "jacobians-and-spectra.md"
+DEPTH_SWEEP = DOCS / "depth-sweep.md"
+REPRODUCED = DOCS / "reproduced-results.md"
+PERFORMANCE = DOCS / "benchmarks.md"
+MEMORY = DOCS / "memory.md"
+SCALING_OUT = DOCS / "scaling-out.md"
+ERRORS = DOCS / "errors-and-guarantees.md"
+CHECKPOINTS = DOCS / "checkpoints.md"
+DEVELOPMENT = DOCS / "development.md"
 RESULTS = ROOT / "docs" / "results"
 BENCH = ROOT / "benchmarks" / "results"
 
@@ -46,18 +61,24 @@ class Figure:
     name: str
     kind: str  # "fast" | "slow" | "measured"
     render: Callable[[], str]
-    file: pathlib.Path = README
+    file: pathlib.Path
     inline: bool = False  # a span inside a sentence rather than a block
     regenerate: Callable[[], None] | None = None
+    also: tuple[pathlib.Path, ...] = ()  # further files that print the same block
+
+    @property
+    def files(self) -> tuple[pathlib.Path, ...]:
+        return (self.file, *self.also)
 
 
 FIGURES: dict[str, Figure] = {}
 
 
-def figure(kind, *, file=README, inline=False, regenerate=None, name=None):
+def figure(kind, *, file, inline=False, regenerate=None, name=None, also=()):
     def register(fn):
         fig_name = name or fn.__name__.removeprefix("fig_")
-        FIGURES[fig_name] = Figure(fig_name, kind, fn, file, inline, regenerate)
+        FIGURES[fig_name] = Figure(fig_name, kind, fn, file, inline, regenerate,
+                                   tuple(also))
         return fn
 
     return register
@@ -129,7 +150,7 @@ def _hutchinson_model():
     return model, y
 
 
-@figure("fast")
+@figure("fast", file=JACOBIANS)
 def fig_hutchinson():
     """Hutchinson estimates of ||J||_F^2 for the README's snippet (key PRNGKey(2))."""
     import jax.numpy as jnp
@@ -150,7 +171,7 @@ def fig_hutchinson():
                   "estimate uses `key=jr.PRNGKey(2)`; tested: within 3 standard errors.)")
 
 
-@figure("fast", inline=True)
+@figure("fast", inline=True, file=JACOBIANS)
 def fig_logdet_plain():
     """log|det J| of a depth-200 tanh PlainNet, d = 8."""
     jax = _jax()
@@ -169,7 +190,7 @@ def fig_logdet_plain():
             "(its smallest singular values are lost to round-off)")
 
 
-@figure("fast", inline=True)
+@figure("fast", inline=True, file=JACOBIANS)
 def fig_lyapunov_nonnormal():
     _jax()
     import jax.numpy as jnp
@@ -197,7 +218,7 @@ def _linear_test_matrix():
     return p @ d @ np.linalg.inv(p)
 
 
-@figure("fast")
+@figure("fast", file=JACOBIANS)
 def fig_lyapunov_table():
     _jax()
     import jax.numpy as jnp
@@ -219,7 +240,7 @@ def fig_lyapunov_table():
                  ["---"] + ["---:"] * len(horizons))
 
 
-@figure("fast")
+@figure("fast", file=JACOBIANS)
 def fig_stability_table():
     """sigma_max of N Euler / RK4 steps on the rotation field b = 3, T = 2."""
     _jax()
@@ -242,7 +263,7 @@ def fig_stability_table():
                  ["---:"] * 4)
 
 
-@figure("fast")
+@figure("fast", file=JACOBIANS)
 def fig_layer_gradients():
     _jax()
     import jax.numpy as jnp
@@ -262,7 +283,7 @@ def fig_layer_gradients():
         "`MLPField(8, 16, 1, key=jr.PRNGKey(0))`, `y = jr.normal(jr.PRNGKey(1), (8,))`.)")
 
 
-@figure("fast", inline=True)
+@figure("fast", inline=True, file=DEPTH_SWEEP)
 def fig_unscaled_growth():
     _jax()
     import jax.random as jr
@@ -286,7 +307,7 @@ def regenerate_float32():
     (RESULTS / "float32_vs_float64.md").write_text(_float32_table() + "\n")
 
 
-@figure("slow", regenerate=regenerate_float32)
+@figure("slow", regenerate=regenerate_float32, file=ERRORS)
 def fig_float32_vs_float64():
     """Stored: the NeuralODE row compiles for ~20 s, too slow for every check."""
     return (RESULTS / "float32_vs_float64.md").read_text()
@@ -340,8 +361,8 @@ def _run(cmd, out: pathlib.Path):
 def regenerate_sweep():
     out = RESULTS / "sweep"
     out.mkdir(parents=True, exist_ok=True)
-    _run([sys.executable, "-m", "contdepth._cli", "sweep", "--out", str(out),
-          "--no-progress"], out / "stdout.txt")
+    _run([sys.executable, "-m", "contdepth._cli", "sweep", "--untied", "smooth", "iid",
+          "--out", str(out), "--no-progress"], out / "stdout.txt")
     shutil.move(out / "sweep.png", ROOT / "docs" / "sweep.png")
 
 
@@ -352,16 +373,20 @@ def _sweep_result():
     return data, stdout, timing
 
 
-@figure("slow", regenerate=regenerate_sweep)
+@figure("slow", regenerate=regenerate_sweep, file=README,
+        also=(GETTING_STARTED,))
 def fig_sweep_job():
-    """`contdepth sweep` defaults: its printed tables, from docs/results/sweep/."""
+    """`make sweep` (`contdepth sweep --untied smooth iid`): its printed tables, from
+    docs/results/sweep/."""
     markdown = (RESULTS / "sweep" / "sweep.md").read_text().strip()
     _, _, timing = _sweep_result()
-    return (f"Output (float32, default flags; trained in {timing[1]} s, swept in "
-            f"{timing[2]} s; stored in `docs/results/sweep/`):\n\n{markdown}")
+    return (f"Output of `make sweep` (float32, default flags plus `--untied smooth iid`; "
+            f"trained in {timing[1]} s, swept in {timing[2]} s; stored in "
+            f"`docs/results/sweep/`):\n\n{markdown}")
 
 
-@figure("slow", inline=True, regenerate=regenerate_sweep)
+@figure("slow", inline=True, regenerate=regenerate_sweep, file=README,
+        also=(GETTING_STARTED,))
 def fig_sweep_accuracy():
     data, _, _ = _sweep_result()
     text = (RESULTS / "sweep" / "sweep.md").read_text()
@@ -376,7 +401,7 @@ def regenerate_train():
           "plain", "--no-progress"], RESULTS / "train_stdout.txt")
 
 
-@figure("slow", regenerate=regenerate_train)
+@figure("slow", regenerate=regenerate_train, file=TRAINING)
 def fig_train_table():
     text = (RESULTS / "train_stdout.txt").read_text()
     return "\n".join(line for line in text.splitlines() if line.startswith("|"))
@@ -420,7 +445,7 @@ def regenerate_checkpoint():
     (RESULTS / "checkpoint.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
-@figure("slow", inline=True, regenerate=regenerate_checkpoint)
+@figure("slow", inline=True, regenerate=regenerate_checkpoint, file=CHECKPOINTS)
 def fig_checkpoint():
     r = json.loads((RESULTS / "checkpoint.json").read_text())
     return (f"A digits classifier ({r['parameters']:,} parameters, with its Adam state) "
@@ -452,7 +477,7 @@ def regenerate_train_compile():
     _run([sys.executable, "-c", _TRAIN_COMPILE], RESULTS / "train_compile.json")
 
 
-@figure("slow", inline=True, regenerate=regenerate_train_compile)
+@figure("slow", inline=True, regenerate=regenerate_train_compile, file=TRAINING)
 def fig_train_compile():
     r = json.loads((RESULTS / "train_compile.json").read_text())
     return (f"Measured (`docs/results/train_compile.json`): 10 steps of the digits "
@@ -473,7 +498,7 @@ def regenerate_spiral():
     shutil.move(out / "spiral.png", ROOT / "docs" / "spiral.png")
 
 
-@figure("slow", regenerate=regenerate_spiral)
+@figure("slow", regenerate=regenerate_spiral, file=TRAINING)
 def fig_spiral():
     r = json.loads((RESULTS / "spiral" / "spiral.json").read_text())
     s, t = r["settings"], r["torch"]
@@ -493,6 +518,199 @@ def fig_spiral():
             f"decay {s['weight_decay']:g}, {s['loss'].upper()} loss on the segments; the "
             "torchdiffeq run replays the same initial weights, batches and per-step "
             f"learning rates (`docs/results/spiral/`).{ratio}")
+
+
+def _experiment(command: str, name: str):
+    """Run `contdepth COMMAND --out docs/results/NAME` (defaults, fixed seed) and move its
+    plot to `docs/NAME.png`."""
+    out = RESULTS / name
+    out.mkdir(parents=True, exist_ok=True)
+    _run([sys.executable, "-m", "contdepth._cli", command, "--out", str(out)],
+         out / "stdout.txt")
+    shutil.move(out / f"{name}.png", ROOT / "docs" / f"{name}.png")
+
+
+def _fit(f) -> str:
+    return minus(f"{f['slope']:+.3f}") + f" ± {f['slope_stderr']:.3f}"
+
+
+def regenerate_smooth_stays_smooth():
+    _experiment("smooth-stays-smooth", "smooth_stays_smooth")
+
+
+@figure("slow", regenerate=regenerate_smooth_stays_smooth, file=REPRODUCED)
+def fig_smooth_stays_smooth():
+    """Marion et al. 2024: max increment of the trained weights against depth L."""
+    r = json.loads((RESULTS / "smooth_stays_smooth" / "smooth_stays_smooth.json")
+                   .read_text())
+    s = r["ours"]
+
+    def gmean(xs):
+        return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+    rows = []
+    for a, b in zip(r["results"]["smooth"], r["results"]["iid"]):
+        rows.append([a["depth"], g(gmean(a["max_increment"])),
+                     g(gmean(b["max_increment"])),
+                     f"{g(gmean(a['initial_loss']))} → {g(gmean(a['final_loss']))}",
+                     f"{g(gmean(b['initial_loss']))} → {g(gmean(b['final_loss']))}"])
+    rows.append(["**log–log slope**", _fit(r["fits"]["smooth"]),
+                 _fit(r["fits"]["iid"]), "", ""])
+    per_seed = {k: ", ".join(minus(f"{x:.2f}") for x in v["seed_slopes"])
+                for k, v in r["fits"].items()}
+    return (table(["L", "max_k ‖Z_k+1 − Z_k‖_F, smooth init",
+                   "same, i.i.d. init", "loss, smooth", "loss, i.i.d."], rows)
+            + f"\n\nGeometric means over {s['num_seeds']} seeds (slopes per seed: "
+            f"smooth {per_seed['smooth']}; i.i.d. {per_seed['iid']}); "
+            f"d = {s['dim']}, hidden {s['hidden']}, {s['activation']}, "
+            f"{s['optimiser']} for {s['steps']} steps at step size {s['lr']:g}·L on "
+            f"{s['num_samples']} samples, {s['dtype']}; "
+            f"{r['seconds']:.0f} s (`docs/results/smooth_stays_smooth/`).")
+
+
+def regenerate_scaling_regimes():
+    _experiment("scaling-regimes", "scaling_regimes")
+
+
+@figure("slow", regenerate=regenerate_scaling_regimes, file=REPRODUCED)
+def fig_scaling_regimes():
+    """Cohen et al. 2021 / Marion et al. 2025: regimes of L^-beta at initialisation."""
+    r = json.loads((RESULTS / "scaling_regimes" / "scaling_regimes.json").read_text())
+    iid, heat = r["iid"], r["heatmap"]
+    theory = {0.25: "explodes", 0.5: "0 (SDE limit)", 0.75: "−0.25", 1.0: "−0.5"}
+    rows = []
+    for key, p in iid["panels"].items():
+        beta = float(key.split("=")[1])
+        rows.append([f"{beta:g}", f"{g(p['ratio_mean'][0])} ± {e(p['ratio_se'][0])}",
+                     f"{g(p['ratio_mean'][-1])} ± {e(p['ratio_se'][-1])}",
+                     g(p["sigma_max_mean"][-1]), _fit(p["fit_ratio_vs_L"]),
+                     theory.get(beta, "")])
+    first, last = iid["settings"]["depths"][0], iid["settings"]["depths"][-1]
+    crossings = ", ".join(f"{h:g}: {c:.2f}" for h, c in
+                          zip(heat["hursts"], heat["measured_critical_beta"]))
+    hs = heat["settings"]
+    return (table(["β", f"‖h_L − h_0‖/‖h_0‖ at L = {first}", f"at L = {last}",
+                   f"σ_max(∂h_L/∂h_0) at L = {last}", "fitted exponent in L",
+                   "theory L^(1/2 − β)"], rows)
+            + f"\n\nMean ± standard error over {iid['settings']['num_keys']} keys, "
+            f"d = {iid['settings']['dim']}, {iid['settings']['network']}, "
+            f"{iid['settings']['weights']}, {iid['settings']['dtype']}. Weights "
+            f"correlated across depth (fractional Gaussian noise of Hurst index H, "
+            f"L = {hs['depth']}, {hs['num_keys']} keys): the measured critical β "
+            f"(where the ratio crosses its level at (H, β) = (½, ½)) per H is "
+            f"{crossings} — the line β = H. {r['seconds']:.0f} s "
+            "(`docs/results/scaling_regimes/`).")
+
+
+# --- README: one line per reproduced result, from the stored results above ------------
+
+
+def _sweep_rows():
+    """The rows of the sweep's first table (the trained field's Euler ResNet per N)."""
+    text = (RESULTS / "sweep" / "sweep.md").read_text()
+    first_table = text.split("\n\n| N |")[1]
+    return [[c.strip() for c in line.strip("|").split("|")]
+            for line in first_table.split("\n\n")[0].splitlines()
+            if re.match(r"\| \d", line)]
+
+
+@figure("slow", file=README)
+def fig_readme_results():
+    """The README's list of reproduced results: one line each, linking to its page."""
+    rows = _sweep_rows()
+    header = (RESULTS / "sweep" / "sweep.md").read_text().splitlines()
+    col = next(line for line in header if line.startswith("| N |")).strip("|").split("|")
+    jac = [c.strip() for c in col].index("‖J_N−J_ode‖/‖J_ode‖")
+    spiral = json.loads((RESULTS / "spiral" / "spiral.json").read_text())
+    smooth = json.loads((RESULTS / "smooth_stays_smooth" / "smooth_stays_smooth.json")
+                        .read_text())["fits"]
+    regimes = json.loads((RESULTS / "scaling_regimes" / "scaling_regimes.json")
+                         .read_text())
+    panels = {float(k.split("=")[1]): p["fit_ratio_vs_L"]
+              for k, p in regimes["iid"]["panels"].items()}
+    heat = regimes["heatmap"]
+    roo = json.loads((RESULTS / "resnet_or_ode" / "resnet_or_ode.json").read_text())[
+        "fits"]
+    worst = max(abs(c - h) for h, c in zip(heat["hursts"], heat["measured_critical_beta"])
+                if h >= 0.3)
+    torch = spiral["torch"]
+    versus = (f" vs torchdiffeq's {e(torch['mse'], 2)} on the same run, in "
+              f"{spiral['seconds'] / torch['seconds']:.2f}× its wall time"
+              if torch is not None else "")
+    lines = [
+        f"- **Depth as time** (Haber & Ruthotto 2017; Chen et al. 2018): a trained "
+        f"ResNet's Jacobian converges to its Neural ODE's as `1/N`, "
+        f"‖J_N − J_ode‖/‖J_ode‖ = {rows[0][jac]} at N = {rows[0][0]} and {rows[-1][jac]} "
+        f"at N = {rows[-1][0]} (the main job above; "
+        "[one field, two models](docs/one-field-two-models.md)).",
+        f"- **torchdiffeq's spiral demo** (Chen et al. 2018) on `cd.train`: "
+        f"full-trajectory MSE {e(spiral['mse'], 2)}{versus} "
+        "([training](docs/training.md)).",
+        f"- **Smooth stays smooth** (Marion et al. 2024): the trained weights' max "
+        f"increment in depth falls as L^{_fit(smooth['smooth'])} from a smooth "
+        f"initialisation (paper: −1) and as L^{_fit(smooth['iid'])} from an i.i.d. one "
+        "([reproduced results](docs/reproduced-results.md)).",
+        f"- **Scaling regimes** (Cohen et al. 2021; Marion et al. 2025): "
+        f"‖h_L − h_0‖/‖h_0‖ ~ L^(1/2 − β), fitted {_fit(panels[0.75])} at β = 0.75 and "
+        f"{_fit(panels[1.0])} at β = 1; with weights of Hurst index H across depth the "
+        f"critical β is H (within {worst:.2f} for H ≥ 0.3) "
+        "([reproduced results](docs/reproduced-results.md)).",
+        f"- **Is a trained ResNet an ODE?** (Sander et al. 2022): on digits, the gap "
+        f"between a trained untied ResNet and its depth refinement falls as "
+        f"N^{_fit(roo['refine_gap']['smooth'])} from a smooth initialisation and as "
+        f"N^{_fit(roo['refine_gap']['iid'])} from an i.i.d. one; the memory-free "
+        f"backward's gradient error falls as N^{_fit(roo['mf_error_euler']['smooth'])} "
+        "([reproduced results](docs/reproduced-results.md)).",
+    ]
+    return "\n".join(lines)
+
+
+def regenerate_resnet_or_ode():
+    _experiment("resnet-or-ode", "resnet_or_ode")
+
+
+@figure("slow", regenerate=regenerate_resnet_or_ode, file=REPRODUCED)
+def fig_resnet_or_ode():
+    """Sander et al. 2022: trained untied ResNets against their refinement and ODE."""
+    r = json.loads((RESULTS / "resnet_or_ode" / "resnet_or_ode.json").read_text())
+    s, res, fits = r["ours"], r["results"], r["fits"]
+
+    def mean(xs):
+        return sum(xs) / len(xs)
+
+    rows = []
+    for i, (a, b) in enumerate(zip(res["smooth"], res["iid"])):
+        rows.append([a["depth"], f"{mean(a['accuracy']):.3f} / {mean(b['accuracy']):.3f}",
+                     f"{g(mean(a['max_increment']))} / {g(mean(b['max_increment']))}",
+                     f"{g(mean(a['refine_gap']))} / {g(mean(b['refine_gap']))}",
+                     f"{g(mean(a['ode_gap']))} / {g(mean(b['ode_gap']))}",
+                     f"{g(mean(a['mf_error_euler']))} / {g(mean(b['mf_error_euler']))}",
+                     f"{g(mean(a['mf_error_corrected']))} / "
+                     f"{g(mean(b['mf_error_corrected']))}"])
+    slope = ["**slope in N**", "", *(
+        f"{_fit(fits[k]['smooth'])} / {_fit(fits[k]['iid'])}"
+        for k in ("max_increment", "refine_gap", "ode_gap", "mf_error_euler",
+                  "mf_error_corrected"))]
+    rows.append(slope)
+    mf = r["memory_free_training"]
+    mf_line = ""
+    if mf is not None:
+        acc = [mean(x) for x in mf["accuracy"]]
+        exact = [mean(x) for x in mf["exact_accuracy"]]
+        mf_line = (f" Trained at N = {mf['depth']} with the memory-free backward "
+                   f"(`{mf['reconstruction']}`) as its gradient: test accuracy "
+                   f"{acc[0]:.3f} (smooth) and {acc[1]:.3f} (i.i.d.), against "
+                   f"{exact[0]:.3f} and {exact[1]:.3f} with exact backprop.")
+    return (table(["N", "test acc (smooth / i.i.d.)", "max_k ‖θ_k+1 − θ_k‖",
+                   "gap to 4× refined net", "gap to Neural ODE",
+                   "memory-free grad. error, euler", "same, corrected"], rows)
+            + f"\n\nEach cell: smooth init / i.i.d. init. Gaps: mean over test samples "
+            "of ‖a(z) − b(z)‖ relative to how far the trained body moves z. "
+            f"{s['data']}; `x + V_k {s['activation']}(W_k x)/N`, d = {s['dim']}, hidden "
+            f"{s['hidden']}, {s['optimiser']}, {s['steps']} steps of batch "
+            f"{s['batch_size']} at lr {s['lr']:g}, {s['num_seeds']} seed(s), "
+            f"{s['dtype']}.{mf_line} {r['seconds']:.0f} s "
+            "(`docs/results/resnet_or_ode/`).")
 
 
 def regenerate_test_suite():
@@ -522,7 +740,7 @@ def regenerate_test_suite():
     (RESULTS / "test_suite.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
-@figure("slow", inline=True, regenerate=regenerate_test_suite)
+@figure("slow", inline=True, regenerate=regenerate_test_suite, file=DEVELOPMENT)
 def fig_test_suite():
     r = json.loads((RESULTS / "test_suite.json").read_text())
     top = ", ".join(f"`{k.removeprefix('tests/')}` {v:.0f} s"
@@ -535,14 +753,14 @@ def fig_test_suite():
 # --- measured: benchmarks/results/*.json -------------------------------------------------
 
 
-@figure("measured")
+@figure("measured", file=PERFORMANCE)
 def fig_bench_environment():
     s = _bench("summary")
     return (f"**Measured on:** {measured_on(s['environment']).removeprefix('measured on ')} "
             f"(`benchmarks/results/summary.json`; full suite {s['seconds'] / 60:.0f} min).")
 
 
-@figure("measured")
+@figure("measured", file=PERFORMANCE)
 def fig_bench_targets():
     s = _bench("summary")
     rows = [[t["target"], t["measured"], "yes" if t["met"] else "**no**"]
@@ -550,13 +768,13 @@ def fig_bench_targets():
     return table(["target", "measured", "met?"], rows)
 
 
-@figure("measured", inline=True)
+@figure("measured", inline=True, file=PERFORMANCE)
 def fig_bench_peak():
     p = _bench("peak")
     return f"{p['peak_gflops']:.1f} GFLOP/s"
 
 
-@figure("measured", inline=True)
+@figure("measured", inline=True, file=PERFORMANCE)
 def fig_bench_jacobian_modes():
     rows = {r["impl"]: r["median_ms"] for r in fp32_rows(_bench("jacobian"))}
     fwd, rev = rows["contdepth cd.jacobian (fwd)"], rows["contdepth cd.jacobian (rev)"]
@@ -565,7 +783,7 @@ def fig_bench_jacobian_modes():
             f"speed of `torch.func`; reverse mode reached {best_torch / rev:.2f}×")
 
 
-@figure("measured", inline=True)
+@figure("measured", inline=True, file=PERFORMANCE)
 def fig_bench_adaptive_steps():
     rows = [r for r in fp32_rows(_bench("adaptive")) if r["solver"] == "dopri5"]
     ours = {r["steps"] for r in rows if r["impl"].startswith("contdepth")}
@@ -616,7 +834,7 @@ def _euler_table(result: dict, precision: str) -> str:
                   "vs torchdiffeq", "vs diffrax", "of peak", "compile s"], rows)
 
 
-@figure("measured")
+@figure("measured", file=PERFORMANCE)
 def fig_bench_euler():
     result = _bench("euler")
     precisions = result.get("precisions", ["fp32"])
@@ -630,7 +848,7 @@ def fig_bench_euler():
             f"{measured_on(result['environment'])}:\n\n" + "\n\n".join(blocks))
 
 
-@figure("measured")
+@figure("measured", file=PERFORMANCE)
 def fig_bench_adaptive():
     result = _bench("adaptive")
     by = {(r["case"], r["what"], r["impl"]): r for r in fp32_rows(result)
@@ -651,7 +869,7 @@ def fig_bench_adaptive():
                      "torchdiffeq fwd+grad"], rows))
 
 
-@figure("measured")
+@figure("measured", file=PERFORMANCE)
 def fig_bench_other():
     jac = {r["impl"]: r["median_ms"] for r in fp32_rows(_bench("jacobian"))}
     spec = {r["impl"]: r["median_ms"] for r in fp32_rows(_bench("spectra"))}
@@ -684,7 +902,7 @@ def _matmul_layout():
     return _bench("matmul_layout")
 
 
-@figure("measured", inline=True, name="matmul_layout")
+@figure("measured", inline=True, name="matmul_layout", file=PERFORMANCE)
 def fig_matmul_layout():
     r = _matmul_layout()
     rates = {row["expr"]: row["GFLOP/s"] for row in r["rows"]}
@@ -698,7 +916,7 @@ def fig_matmul_layout_bench():
     return fig_matmul_layout()
 
 
-@figure("measured")
+@figure("measured", file=SCALING_OUT)
 def fig_scaling():
     result = _bench("scaling")
     rows = [[r["devices"], f"{r['train_samples_per_s']:,.0f}".replace(",", " "),
@@ -708,7 +926,7 @@ def fig_scaling():
                  rows)
 
 
-@figure("measured")
+@figure("measured", file=MEMORY)
 def fig_memory_peak():
     rows = _bench("memory")["pivot"]
     cols = [k for k in rows[0] if k not in ("model", "gradient")]
@@ -716,7 +934,7 @@ def fig_memory_peak():
                  [[r["model"], r["gradient"], *(r[c] for c in cols)] for r in rows])
 
 
-@figure("measured")
+@figure("measured", file=MEMORY)
 def fig_memory_timing():
     rows = [r for r in _bench("memory")["timing"] if r["reversible_ms"] is not None]
     n = rows[0]["N"]
@@ -727,7 +945,7 @@ def fig_memory_timing():
                       f"{r['overhead']:.2f}×"] for r in rows]))
 
 
-@figure("measured")
+@figure("measured", file=MEMORY)
 def fig_memory_drift():
     rows = _bench("memory")["drift"]
     keys = ["momentum_gamma=0.9", "momentum_gamma=1-4/N", "reversible",
@@ -777,25 +995,31 @@ def render(fig: Figure) -> str:
 
 
 def apply(names, check: bool) -> int:
-    texts = {path: path.read_text(encoding="utf-8") for path in (README, BENCH_README)}
+    paths = sorted({path for fig in FIGURES.values() for path in fig.files})
+    texts = {path: path.read_text(encoding="utf-8") for path in paths}
     new = dict(texts)
     stale = []
     for name in names:
         fig = FIGURES[name]
         pattern = marker_pattern(name)
-        found = pattern.findall(new[fig.file])
-        if len(found) != 1:
-            print(f"{name}: expected one marked block in {fig.file.name}, found "
-                  f"{len(found)}", file=sys.stderr)
+        counts = {path: len(pattern.findall(new[path])) for path in fig.files}
+        if any(n != 1 for n in counts.values()):
+            for path, n in counts.items():
+                if n != 1:
+                    print(f"{name}: expected one marked block in "
+                          f"{path.relative_to(ROOT)}, found {n}", file=sys.stderr)
             stale.append(name)
             continue
         t0 = time.perf_counter()
         body = render(fig)
-        updated = pattern.sub(lambda m: m[1] + body + m[3], new[fig.file])
-        if updated != new[fig.file]:
+        differs = False
+        for path in fig.files:
+            updated = pattern.sub(lambda m: m[1] + body + m[3], new[path])
+            differs |= updated != new[path]
+            new[path] = updated
+        if differs:
             stale.append(name)
-        new[fig.file] = updated
-        print(f"{name} ({fig.kind}): {'differs' if updated != texts[fig.file] and name in stale else 'ok'}"
+        print(f"{name} ({fig.kind}): {'differs' if differs else 'ok'}"
               f" [{time.perf_counter() - t0:.1f} s]", file=sys.stderr)
     if check:
         if stale:
@@ -820,7 +1044,8 @@ def main(argv=None) -> int:
     names = args.only or [n for n, f in FIGURES.items() if not args.fast or f.kind == "fast"]
     if args.list:
         for n in names:
-            print(f"{n}\t{FIGURES[n].kind}\t{FIGURES[n].file.relative_to(ROOT)}")
+            files = " ".join(str(p.relative_to(ROOT)) for p in FIGURES[n].files)
+            print(f"{n}\t{FIGURES[n].kind}\t{files}")
         return 0
     if args.regenerate:
         done = set()

@@ -1,3 +1,7 @@
+import os
+import shutil
+import tempfile
+
 import jax
 import jax.random as jr
 import pytest
@@ -5,6 +9,23 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# One persistent compilation cache per test session, empty at its start: the xdist
+# workers, the subprocesses (CLI, resume-in-a-fresh-process) and the notebook kernels
+# inherit the variables, so a program compiled by one of them is loaded, not
+# recompiled, by the others. Only reuse: every assertion still runs.
+_OWN_CACHE = "CONTDEPTH_TEST_JAX_CACHE" not in os.environ
+if _OWN_CACHE:
+    os.environ["CONTDEPTH_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="contdepth-jax-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["CONTDEPTH_TEST_JAX_CACHE"]
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+jax.config.update("jax_compilation_cache_dir", os.environ["CONTDEPTH_TEST_JAX_CACHE"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE and not hasattr(config, "workerinput"):  # the xdist controller
+        shutil.rmtree(os.environ["CONTDEPTH_TEST_JAX_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture

@@ -172,6 +172,7 @@ def _first_difference(saved: dict, wanted: dict, what: str) -> str | None:
     sl, wl = saved["leaves"], wanted["leaves"]
     for s, w in zip(sl, wl):
         if s != w:
+
             def show(d):
                 name = d["path"] or "<root>"
                 if "shape" in d:
@@ -189,9 +190,7 @@ def _first_difference(saved: dict, wanted: dict, what: str) -> str | None:
                 f"has {show(w)}{hint}"
             )
     if len(sl) != len(wl):
-        return (
-            f"the checkpoint's {what} has {len(sl)} leaves but `like` has {len(wl)}"
-        )
+        return f"the checkpoint's {what} has {len(sl)} leaves but `like` has {len(wl)}"
     return None
 
 

@@ -14,7 +14,8 @@ def _check_readout(readout, state) -> None:
     if isinstance(readout, eqx.nn.Linear) and readout.in_features != "scalar":
         if tuple(state.shape) != (readout.in_features,):
             raise ValueError(
-                f"`readout` is an eqx.nn.Linear with in_features={readout.in_features}, "
+                "`readout` is an eqx.nn.Linear with "
+                f"in_features={readout.in_features}, "
                 f"but the body's state has shape {tuple(state.shape)}: make them match."
             )
 
@@ -49,14 +50,18 @@ class Classifier(eqx.Module):
         - `readout`: a module mapping one state to logits of shape `(num_classes,)`.
         """
         if not callable(encoder):
-            raise TypeError(f"`encoder` must be callable, got {type(encoder).__name__}.")
+            raise TypeError(
+                f"`encoder` must be callable, got {type(encoder).__name__}."
+            )
         if not callable(body):
             raise TypeError(
                 "`body` must be a depth model (e.g. `cd.EulerResNet`, or any callable "
                 f"`body(y, args)`), got {type(body).__name__}."
             )
         if not callable(readout):
-            raise TypeError(f"`readout` must be callable, got {type(readout).__name__}.")
+            raise TypeError(
+                f"`readout` must be callable, got {type(readout).__name__}."
+            )
         # Linear encoders fix the state shape: check encoder/body/readout agree now
         # rather than at the first call.
         if isinstance(encoder, eqx.nn.Linear) and encoder.in_features != "scalar":
@@ -90,8 +95,10 @@ class Classifier(eqx.Module):
         if isinstance(enc, eqx.nn.Linear) and enc.in_features != "scalar":
             if tuple(x.shape) != (enc.in_features,):
                 raise ValueError(
-                    f"`x` has shape {tuple(x.shape)}, but the encoder expects one feature "
-                    f"vector of shape ({enc.in_features},) (no batch axis: use `jax.vmap`)."
+                    f"`x` has shape {tuple(x.shape)}, but the encoder expects one "
+                    "feature "
+                    f"vector of shape ({enc.in_features},) (no batch axis: use "
+                    "`jax.vmap`)."
                 )
         state = self.encoder(x)
         check_model_state(self.body, state, "encoder(x)", args)

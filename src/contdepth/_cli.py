@@ -1,4 +1,5 @@
-"""The `contdepth` command line: `contdepth sweep` (the main job) and `contdepth train`."""
+"""The `contdepth` command line: `contdepth sweep` (the main job) and
+`contdepth train`."""
 
 import argparse
 import json
@@ -13,8 +14,17 @@ import numpy as np
 import optax
 
 from . import datasets
+from ._argtypes import int_list
 from ._checkpoint import save
+from ._cnf.demo import add_parser as add_fit_cnf_parser
 from ._demos.spiral import add_parser as add_fit_spiral_parser
+from ._experiments.circles import add_parser as add_circles_parser
+from ._experiments.resnet_or_ode import add_parser as add_resnet_or_ode_parser
+from ._experiments.robustness import add_parser as add_robustness_parser
+from ._experiments.scaling_regimes import add_parser as add_scaling_regimes_parser
+from ._experiments.smooth_stays_smooth import (
+    add_parser as add_smooth_stays_smooth_parser,
+)
 from ._train.evaluate import evaluate
 from ._train.train import train
 from ._train.user_data import check_class_range, load_user_data, split
@@ -27,12 +37,22 @@ DATASETS = {
     "spirals": lambda key: datasets.spirals(1000, key=key),
 }
 
-TRAIN_HEADERS = ["model", "dataset", "params", "depth", "horizon", "train loss",
-                 "train acc", "test acc", "seconds"]
+TRAIN_HEADERS = [
+    "model",
+    "dataset",
+    "params",
+    "depth",
+    "horizon",
+    "train loss",
+    "train acc",
+    "test acc",
+    "seconds",
+]
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
-                    argparse.RawDescriptionHelpFormatter):
+class HelpFormatter(
+    argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter
+):
     """Shows every argument's default (except `None`, whose help says what it means)
     and keeps descriptions and epilogs as written."""
 
@@ -103,8 +123,11 @@ def _train_data(args, key):
     if num_classes is None:
         num_classes = max(int(labels.max()) + 1, 1)
     check_class_range(labels, num_classes, where)
-    source.update(num_train=int(train_data[0].shape[0]),
-                  num_test=int(test_data[0].shape[0]), num_classes=num_classes)
+    source.update(
+        num_train=int(train_data[0].shape[0]),
+        num_test=int(test_data[0].shape[0]),
+        num_classes=num_classes,
+    )
     return train_data, test_data, label, source
 
 
@@ -126,12 +149,17 @@ def _cmd_train(args) -> int:
     rows, models = [], {}
     for name in args.model:
         like = {
-            "model": name, "num_features": num_features, "num_classes": num_classes,
-            "dim": args.dim, "width": args.width, "depth": args.depth,
+            "model": name,
+            "num_features": num_features,
+            "num_classes": num_classes,
+            "dim": args.dim,
+            "width": args.width,
+            "depth": args.depth,
             "horizon": args.horizon,
         }
-        model = make_classifier(name, **{k: v for k, v in like.items() if k != "model"},
-                                key=k_model)
+        model = make_classifier(
+            name, **{k: v for k, v in like.items() if k != "model"}, key=k_model
+        )
         model, history = train(
             model,
             train_data,
@@ -143,8 +171,17 @@ def _cmd_train(args) -> int:
         )
         tr = evaluate(model, train_data)
         te = evaluate(model, test_data)
-        row = [name, data_label, count_parameters(model), args.depth, args.horizon,
-               tr["loss"], tr["accuracy"], te["accuracy"], float(history["seconds"])]
+        row = [
+            name,
+            data_label,
+            count_parameters(model),
+            args.depth,
+            args.horizon,
+            tr["loss"],
+            tr["accuracy"],
+            te["accuracy"],
+            float(history["seconds"]),
+        ]
         rows.append(row)
         if out is not None:
             dtype = str(jax.tree.leaves(model)[0].dtype)
@@ -152,7 +189,7 @@ def _cmd_train(args) -> int:
                 "make_classifier": like,
                 "seed": args.seed,
                 "dtype": dtype,
-                "x64": bool(jax.config.jax_enable_x64),
+                "x64": bool(jax.config.read("jax_enable_x64")),
                 "steps": args.steps,
                 "batch_size": args.batch_size,
                 "lr": args.lr,
@@ -161,8 +198,12 @@ def _cmd_train(args) -> int:
                 "test": {"loss": te["loss"], "accuracy": te["accuracy"]},
             }
             path = save(out / f"{name}.ckpt", model, step=args.steps, metadata=metadata)
-            models[name] = {"checkpoint": path.name, "make_classifier": like,
-                            "dtype": dtype, "test_loss": te["loss"]}
+            models[name] = {
+                "checkpoint": path.name,
+                "make_classifier": like,
+                "dtype": dtype,
+                "test_loss": te["loss"],
+            }
     print()
     print(markdown_table(TRAIN_HEADERS, rows))
     if out is not None:
@@ -171,11 +212,18 @@ def _cmd_train(args) -> int:
             "rows": [dict(zip(TRAIN_HEADERS, row)) for row in rows],
             "models": models,
             "settings": {
-                "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size,
-                "lr": args.lr, "x64": bool(jax.config.jax_enable_x64),
-                "num_features": num_features, "num_classes": num_classes,
-                "dim": args.dim, "width": args.width, "depth": args.depth,
-                "horizon": args.horizon, **source,
+                "seed": args.seed,
+                "steps": args.steps,
+                "batch_size": args.batch_size,
+                "lr": args.lr,
+                "x64": bool(jax.config.read("jax_enable_x64")),
+                "num_features": num_features,
+                "num_classes": num_classes,
+                "dim": args.dim,
+                "width": args.width,
+                "depth": args.depth,
+                "horizon": args.horizon,
+                **source,
             },
             "load": "cd.load(DIR / models[name]['checkpoint'], "
             "like=cd.make_classifier(**models[name]['make_classifier'], "
@@ -183,18 +231,11 @@ def _cmd_train(args) -> int:
         }
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         print()
-        print(f"wrote {', '.join(str(out / m['checkpoint']) for m in models.values())} "
-              f"and {out / 'results.json'}")
+        print(
+            f"wrote {', '.join(str(out / m['checkpoint']) for m in models.values())} "
+            f"and {out / 'results.json'}"
+        )
     return 0
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected integers separated by commas, e.g. 8,16,32; got {text!r}"
-        ) from None
 
 
 def _positive_int(text: str) -> int:
@@ -229,14 +270,21 @@ def _cmd_sweep(args) -> int:
         train_steps=args.train_steps,
         num_states=args.num_states,
         seed=args.seed,
+        untied=[] if "none" in args.untied else args.untied,
         progress=not args.no_progress,
     )
     paths = write_outputs(result, args.out)
     print()
-    print(result.sweep.to_markdown())
+    print(result.to_markdown())
     print()
+    untied = (
+        f", untied trained and swept in {result.untied_seconds:.1f} s"
+        if result.untied
+        else ""
+    )
     print(
-        f"trained in {result.train_seconds:.1f} s, swept in {result.sweep_seconds:.1f} s; "
+        f"trained in {result.train_seconds:.1f} s, "
+        f"swept in {result.sweep_seconds:.1f} s{untied}; "
         f"wrote {paths['json']}, {paths['png']}, {paths['markdown']}"
     )
     return 0
@@ -276,7 +324,10 @@ SWEEP_DESCRIPTION = """\
 Train a small EulerResNet classifier on digits (N = --train-depth,
 T = --horizon), re-evaluate the same learned field at every N in --steps and
 as a Neural ODE, and print test accuracy and the spectrum of dy_N/dy_0 per N
-with untrained baselines. Saves sweep.json, sweep.png and sweep.md in --out."""
+with untrained baselines. With --untied smooth iid, also train untied beta=1
+ResNets (one per initialisation), refine them in depth by linear interpolation
+and sweep them against their own Neural ODEs, with the weights' regularity in
+depth. Saves sweep.json, sweep.png and sweep.md in --out."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,47 +338,88 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `contdepth COMMAND --help` for a command's flags and their "
         "defaults.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     p = sub.add_parser(
         "train",
         help="train classifiers (builtin or your own data) and print a result table",
         description=TRAIN_DESCRIPTION,
     )
-    p.add_argument("--model", nargs="+", choices=MODEL_NAMES, default=["euler"],
-                   help="one or more depth models to train and compare")
+    p.add_argument(
+        "--model",
+        nargs="+",
+        choices=MODEL_NAMES,
+        default=["euler"],
+        help="one or more depth models to train and compare",
+    )
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--dataset", choices=sorted(DATASETS), default="digits",
-                        help="builtin dataset (used unless --data is given)")
-    source.add_argument("--data", metavar="PATH", default=None,
-                        help="your own data: a .npz or .csv file (see above); "
-                        "default: use --dataset")
-    p.add_argument("--label-column", metavar="COL", default=None,
-                   help="label column of a --data .csv: 0-based index (negative counts "
-                   "from the end) or header name; default: the last column")
-    p.add_argument("--test-fraction", type=_fraction, default=0.2, metavar="F",
-                   help="fraction of --data samples held out for testing (seeded by "
-                   "--seed); the builtin datasets keep their own fixed split")
-    p.add_argument("--num-classes", type=_positive_int, default=None, metavar="C",
-                   help="number of classes C (labels must lie in 0..C-1); default: "
-                   "the largest label + 1")
+    source.add_argument(
+        "--dataset",
+        choices=sorted(DATASETS),
+        default="digits",
+        help="builtin dataset (used unless --data is given)",
+    )
+    source.add_argument(
+        "--data",
+        metavar="PATH",
+        default=None,
+        help="your own data: a .npz or .csv file (see above); default: use --dataset",
+    )
+    p.add_argument(
+        "--label-column",
+        metavar="COL",
+        default=None,
+        help="label column of a --data .csv: 0-based index (negative counts "
+        "from the end) or header name; default: the last column",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=_fraction,
+        default=0.2,
+        metavar="F",
+        help="fraction of --data samples held out for testing (seeded by "
+        "--seed); the builtin datasets keep their own fixed split",
+    )
+    p.add_argument(
+        "--num-classes",
+        type=_positive_int,
+        default=None,
+        metavar="C",
+        help="number of classes C (labels must lie in 0..C-1); default: "
+        "the largest label + 1",
+    )
     p.add_argument("--steps", type=int, default=500, help="optimiser steps")
     p.add_argument("--depth", type=int, default=8, help="number of steps/layers N")
     p.add_argument("--horizon", type=float, default=1.0, help="ODE horizon T")
     p.add_argument("--dim", type=int, default=64, help="state dimension")
     p.add_argument("--width", type=int, default=64, help="hidden width of the field")
-    p.add_argument("--batch-size", type=int, default=128,
-                   help="samples per optimiser step (capped at the training set size)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=128,
+        help="samples per optimiser step (capped at the training set size)",
+    )
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the initialisation, batch order and --data split")
-    p.add_argument("--out", metavar="DIR", default=None,
-                   help="save DIR/<model>.ckpt per model and DIR/results.json (created "
-                   "if needed); default: save nothing")
-    p.add_argument("--x64", action="store_true",
-                   help="compute in float64 (--data features are cast to float64, "
-                   "else float32)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the initialisation, batch order and --data split",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="save DIR/<model>.ckpt per model and DIR/results.json (created "
+        "if needed); default: save nothing",
+    )
+    p.add_argument(
+        "--x64",
+        action="store_true",
+        help="compute in float64 (--data features are cast to float64, else float32)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -336,19 +428,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="train an Euler ResNet on digits, then sweep its depth N with T fixed",
         description=SWEEP_DESCRIPTION,
     )
-    p.add_argument("--steps", type=_int_list, default=[8, 16, 32, 64, 128, 256, 512, 1024],
-                   help="depths N to evaluate, comma-separated")
-    p.add_argument("--train-depth", type=int, default=8, help="depth N used in training")
+    p.add_argument(
+        "--steps",
+        type=int_list,
+        default=[8, 16, 32, 64, 128, 256, 512, 1024],
+        help="depths N to evaluate, comma-separated",
+    )
+    p.add_argument(
+        "--train-depth", type=int, default=8, help="depth N used in training"
+    )
     p.add_argument("--train-steps", type=int, default=500, help="optimiser steps")
     p.add_argument("--horizon", type=float, default=1.0, help="ODE horizon T")
     p.add_argument("--dim", type=int, default=32, help="state dimension d")
     p.add_argument("--width", type=int, default=64, help="hidden width of the field")
-    p.add_argument("--num-states", type=int, default=8,
-                   help="test images whose Jacobians are measured (worst case reported)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the initialisation, training and Jacobian probes")
-    p.add_argument("--out", metavar="DIR", default="contdepth-out",
-                   help="output directory")
+    p.add_argument(
+        "--num-states",
+        type=int,
+        default=8,
+        help="test images whose Jacobians are measured (worst case reported)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the initialisation, training and Jacobian probes",
+    )
+    p.add_argument(
+        "--untied",
+        nargs="+",
+        metavar="INIT",
+        default=[],
+        choices=["smooth", "iid", "interpolated", "none"],
+        help="also train untied beta=1 ResNets with these initialisations "
+        "(e.g. --untied smooth iid; choices smooth, iid, interpolated, none) "
+        "and sweep their depth refinements against their own Neural ODEs, "
+        "with the weights' regularity in depth (--steps must be multiples "
+        "of --train-depth; roughly doubles the run time); default: none",
+    )
+    p.add_argument(
+        "--out", metavar="DIR", default="contdepth-out", help="output directory"
+    )
     p.add_argument("--x64", action="store_true", help="compute in float64")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cmd_sweep)
@@ -357,6 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
     # (with `set_defaults(func=run)`, `run(args) -> int`); `main` honours `--x64` and
     # prints a `ValueError`/`TypeError` from `run` as a usage error (exit code 2).
     add_fit_spiral_parser(sub)
+    add_smooth_stays_smooth_parser(sub)
+    add_scaling_regimes_parser(sub)
+    add_resnet_or_ode_parser(sub)
+    add_circles_parser(sub)
+    add_robustness_parser(sub)
+    add_fit_cnf_parser(sub)
     return parser
 
 

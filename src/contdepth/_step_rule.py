@@ -64,6 +64,7 @@ def rk_step(method: str, field, t, y: State, h, args: Args = None) -> State:
         if b_i:
             term = k_i if b_i == 1 else float(b_i) * k_i
             increment = term if increment is None else increment + term
+    assert increment is not None  # the weights `b` sum to 1: some stage is used
     return residual_update(y, h, increment)
 
 
@@ -77,8 +78,8 @@ def stability_coefficients(method: str) -> tuple[float, ...]:
         a[i][: len(row)] = row
     coefficients, power = [_F(1)], [_F(1)] * s
     for _ in range(s):
-        coefficients.append(sum(b_i * p for b_i, p in zip(b, power)))
-        power = [sum(a[i][j] * power[j] for j in range(s)) for i in range(s)]
+        coefficients.append(sum((b_i * p for b_i, p in zip(b, power)), _F(0)))
+        power = [sum((a[i][j] * power[j] for j in range(s)), _F(0)) for i in range(s)]
     while len(coefficients) > 1 and coefficients[-1] == 0:
         coefficients.pop()
     return tuple(float(c) for c in coefficients)

@@ -9,6 +9,7 @@ import numbers
 from collections.abc import Sequence
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 
@@ -47,7 +48,9 @@ def check_positive_float(name: str, value) -> float:
     try:
         arr = np.asarray(value)
     except Exception as e:  # pragma: no cover - exotic objects
-        raise TypeError(f"`{name}` must be a finite real number > 0, got {_show(value)}.") from e
+        raise TypeError(
+            f"`{name}` must be a finite real number > 0, got {_show(value)}."
+        ) from e
     if arr.shape != () or not (
         np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
     ):
@@ -63,8 +66,10 @@ def check_positive_float(name: str, value) -> float:
 
 def check_nonnegative_float(name: str, value) -> float:
     """`value` must be a real, finite number >= 0 (Python, NumPy or 0-d JAX scalar)."""
-    if isinstance(value, (np.ndarray, jax.Array)) and value.shape == () and not isinstance(
-        value, jax.core.Tracer
+    if (
+        isinstance(value, (np.ndarray, jax.Array))
+        and value.shape == ()
+        and not isinstance(value, jax.core.Tracer)
     ):
         if jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(
             value.dtype, jnp.integer
@@ -91,7 +96,8 @@ def check_float_array(name: str, value, *, ndim: int | None = None):
                 f"{type(value).__name__}. Wrap it: `jnp.asarray({name}, dtype=float)`."
             )
         raise TypeError(
-            f"`{name}` must be a JAX/NumPy floating-point array, got {type(value).__name__}."
+            f"`{name}` must be a JAX/NumPy floating-point array, got "
+            f"{type(value).__name__}."
         )
     if not jnp.issubdtype(value.dtype, jnp.floating):
         raise TypeError(
@@ -121,8 +127,10 @@ def check_state_shape(name: str, value, expected: Sequence[int | None], what: st
 
 def check_real(name: str, value) -> float:
     """`value` must be a finite real number (any sign)."""
-    if isinstance(value, (np.ndarray, jax.Array)) and value.shape == () and not isinstance(
-        value, jax.core.Tracer
+    if (
+        isinstance(value, (np.ndarray, jax.Array))
+        and value.shape == ()
+        and not isinstance(value, jax.core.Tracer)
     ):
         if not jnp.issubdtype(value.dtype, jnp.complexfloating):
             value = value.item()
@@ -149,7 +157,8 @@ def check_bool(name: str, value) -> bool:
 def check_callable(name: str, value):
     if not callable(value):
         raise TypeError(
-            f"`{name}` must be callable (e.g. `jax.nn.tanh`), got {_show(value)} of type "
+            f"`{name}` must be callable (e.g. `jax.nn.tanh`), got {_show(value)} of "
+            "type "
             f"{type(value).__name__}."
         )
     return value
@@ -169,7 +178,8 @@ def check_key(name: str, key):
     if jnp.issubdtype(dtype, jax.dtypes.prng_key):
         if tuple(shape) != ():
             raise ValueError(
-                f"`{name}` must be a single PRNG key (shape ()), got a key array of shape "
+                f"`{name}` must be a single PRNG key (shape ()), got a key array of "
+                "shape "
                 f"{tuple(shape)}. Split it and pass one key."
             )
         return key
@@ -187,13 +197,17 @@ def check_finite_array(name: str, value) -> None:
     if isinstance(value, jax.core.Tracer):
         return
     arr = np.asarray(value)
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.complexfloating)):
+    if not (
+        np.issubdtype(arr.dtype, np.floating)
+        or np.issubdtype(arr.dtype, np.complexfloating)
+    ):
         return
     bad = ~np.isfinite(arr)
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
             f"`{name}` contains {int(bad.sum())} non-finite entr"
-            f"{'y' if bad.sum() == 1 else 'ies'} (NaN or inf) out of {arr.size}, the first "
+            f"{'y' if bad.sum() == 1 else 'ies'} (NaN or inf) out of {arr.size}, the "
+            "first "
             f"at index {first} (value {arr[first]}). Clean or impute the data first."
         )

@@ -1,4 +1,5 @@
-"""Ready-made classifiers by name, shared by the command line, benchmarks and notebooks."""
+"""Ready-made classifiers by name, shared by the command line, benchmarks and
+notebooks."""
 
 import equinox as eqx
 import jax

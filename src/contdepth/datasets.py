@@ -10,6 +10,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from ._optional import require
 from ._validation import (
     check_key,
     check_nonnegative_float,
@@ -43,8 +44,10 @@ def digits(test_fraction: float = 0.25, seed: int = 0) -> tuple[Split, Split]:
     **Returns:** `((x_train, y_train), (x_test, y_test))`; with the defaults 1347
     training and 450 test samples.
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    load_digits = require("sklearn.datasets", extra="datasets").load_digits
+    train_test_split = require(
+        "sklearn.model_selection", extra="datasets"
+    ).train_test_split
 
     test_fraction = _check_fraction(test_fraction)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -95,7 +98,9 @@ def two_moons(
     lower = jnp.stack([1 - jnp.cos(angle), 0.5 - jnp.sin(angle)], axis=1)
     x = jnp.where(labels[:, None] == 0, upper, lower)
     x = x + noise * jr.normal(k_noise, x.shape)
-    return _split(x.astype(jnp.float32), labels.astype(jnp.int32), k_split, test_fraction)
+    return _split(
+        x.astype(jnp.float32), labels.astype(jnp.int32), k_split, test_fraction
+    )
 
 
 def spirals(
@@ -123,4 +128,6 @@ def spirals(
     theta = 2 * jnp.pi * num_turns * r + jnp.pi * labels
     x = jnp.stack([r * jnp.cos(theta), r * jnp.sin(theta)], axis=1)
     x = x + noise * jr.normal(k_noise, x.shape)
-    return _split(x.astype(jnp.float32), labels.astype(jnp.int32), k_split, test_fraction)
+    return _split(
+        x.astype(jnp.float32), labels.astype(jnp.int32), k_split, test_fraction
+    )

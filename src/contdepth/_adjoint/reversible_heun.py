@@ -6,17 +6,21 @@ import equinox as eqx
 import equinox.internal as eqxi
 import jax.lax as lax
 import jax.numpy as jnp
-from diffrax._adjoint import _only_transpose_ys
 from jaxtyping import Array, Int
 
 from .._custom_types import Args, State
-from .reversible_loop import check_supported, heun_inverse, loop_reversible
+from .reversible_loop import (
+    check_supported,
+    heun_inverse,
+    loop_reversible,
+    only_ys_differentiable,
+)
 from .reversible_scan import reversible_scan, run_inverse
 
 
 class ReversibleAdjoint(diffrax.AbstractAdjoint):
     """Exact, O(1)-memory backpropagation through `diffrax.ReversibleHeun` with
-    constant steps: pass it as `adjoint=` to [`diffrax.diffeqsolve`][] or to
+    constant steps: pass it as `adjoint=` to `diffrax.diffeqsolve` or to
     [`contdepth.NeuralODE`][].
 
     Reversible Heun is algebraically reversible: with state `(y_k, yhat_k, f_k)`,
@@ -35,9 +39,14 @@ class ReversibleAdjoint(diffrax.AbstractAdjoint):
 
     | adjoint | gradient | memory in `N` steps |
     |---|---|---|
-    | `diffrax.RecursiveCheckpointAdjoint()` (default) | exact (discretise-then-optimise) | `O(log N)`-ish: checkpoints + recomputation |
-    | `diffrax.BacksolveAdjoint()` | approximate: solves the continuous adjoint ODE backwards, error `O(h^p)` plus backward-solve drift | `O(1)` |
-    | `contdepth.ReversibleAdjoint()` | exact (discretise-then-optimise) | `O(1)` |
+    | `diffrax.RecursiveCheckpointAdjoint()` (default) | exact | `O(log N)`-ish |
+    | `diffrax.BacksolveAdjoint()` | approximate | `O(1)` |
+    | `contdepth.ReversibleAdjoint()` | exact | `O(1)` |
+
+    "Exact" is the gradient of the discrete solve (discretise-then-optimise).
+    `RecursiveCheckpointAdjoint` trades memory for checkpoints + recomputation;
+    `BacksolveAdjoint` solves the continuous adjoint ODE backwards, with error
+    `O(h^p)` plus backward-solve drift.
 
     Supported: `solver=diffrax.ReversibleHeun()`, `stepsize_controller=
     diffrax.ConstantStepSize()` with `dt0` (when `dt0` does not divide `t1 - t0`,
@@ -123,7 +132,7 @@ class ReversibleAdjoint(diffrax.AbstractAdjoint):
             init_state=init_state,
             **kwargs,
         )
-        return _only_transpose_ys(final_state), aux_stats
+        return only_ys_differentiable(final_state), aux_stats
 
     def check(self, solver, dt0: float | None, stepsize_controller=None) -> None:
         """Check at construction that a `NeuralODE` with these options can use this
@@ -158,8 +167,12 @@ def roundtrip(
     t0 = jnp.zeros((), dtype=y.dtype)
     operands = (field, solver, args, horizon / num_steps)
     z_final = reversible_scan(
-        _step, _inverse_step, operands, (y, *solver.init(term, t0, t0, y, args)),
-        num_steps, memory="store",
+        _step,
+        _inverse_step,
+        operands,
+        (y, *solver.init(term, t0, t0, y, args)),
+        num_steps,
+        memory="store",
     )
     return run_inverse(_inverse_step, operands, z_final, num_steps)[0]
 
@@ -183,5 +196,3 @@ def _inverse_step(operands, k, z):
     field, _, args, h = operands
     t0, t1 = _times(h, k, z[0].dtype)
     return heun_inverse(diffrax.ODETerm(field), t0, t1, args, z)
-
-

@@ -10,15 +10,48 @@ import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-from diffrax._term import WrapTerm
 
 from .reversible_scan import reconstruction_error
 
 
-
-
 _FIX = "or use `adjoint=diffrax.RecursiveCheckpointAdjoint()` (exact, checkpointed)"
 _SAVE_Y = diffrax.SubSaveAt(t1=True).fn  # diffrax's default `fn`: save `y` itself
+_NONDIFF_ENTRIES = (
+    "y",
+    "tprev",
+    "tnext",
+    "solver_state",
+    "controller_state",
+    "dense_ts",
+    "dense_infos",
+)
+
+
+def _is_save_state(x) -> bool:
+    return hasattr(x, "ys") and hasattr(x, "saveat_ts_index")
+
+
+def only_ys_differentiable(final_state):
+    """The final state of the loop with cotangents flowing through the saved `ys`
+    only: differentiating any other part of it raises (diffrax's own rule for its
+    adjoints, restated through the state's public fields)."""
+
+    def get_ys(state):
+        return [s.ys for s in jtu.tree_leaves(state.save_state, is_leaf=_is_save_state)]
+
+    ys = get_ys(final_state)
+    nondiff = tuple(
+        eqxi.nondifferentiable_backward(getattr(final_state, k), name=k, symbolic=False)
+        for k in _NONDIFF_ENTRIES
+    )
+    final_state = eqxi.nondifferentiable_backward(final_state, symbolic=False)
+    final_state = eqx.tree_at(
+        lambda s: tuple(getattr(s, k) for k in _NONDIFF_ENTRIES),
+        final_state,
+        nondiff,
+        is_leaf=lambda x: x is None,
+    )
+    return eqx.tree_at(get_ys, final_state, ys)
 
 
 def _unsupported(error, argument: str, value, fix: str) -> Exception:
@@ -32,7 +65,9 @@ def check_supported(solver, stepsize_controller, terms, saveat, event) -> None:
     """Raise at trace time for anything the reversible backward pass cannot undo."""
     if not isinstance(solver, diffrax.ReversibleHeun):
         raise _unsupported(
-            ValueError, "solver", f"{type(solver).__name__}()",
+            ValueError,
+            "solver",
+            f"{type(solver).__name__}()",
             "it needs an algebraically reversible solver, "
             "`solver=diffrax.ReversibleHeun()`",
         )
@@ -46,10 +81,13 @@ def check_supported(solver, stepsize_controller, terms, saveat, event) -> None:
         )
     if event is not None:
         raise _unsupported(
-            NotImplementedError, "event", f"{type(event).__name__}(...)",
+            NotImplementedError,
+            "event",
+            f"{type(event).__name__}(...)",
             "it rebuilds a solve that runs all the way to `t1`; drop `event`",
         )
-    term = terms.term if isinstance(terms, WrapTerm) else terms
+    # `diffeqsolve` hands the loop its terms wrapped (in diffrax's private `WrapTerm`).
+    term = getattr(terms, "term", terms)
     if not isinstance(term, diffrax.ODETerm):
         if isinstance(term, diffrax.MultiTerm):
             why = "it needs a single `diffrax.ODETerm` (no `MultiTerm`, no SDE terms)"
@@ -68,7 +106,9 @@ def check_supported(solver, stepsize_controller, terms, saveat, event) -> None:
     )
     if saveat.dense or not supported_sub:
         raise _unsupported(
-            NotImplementedError, "saveat", saveat,
+            NotImplementedError,
+            "saveat",
+            saveat,
             "it saves only the final state, `saveat=diffrax.SaveAt(t1=True)` "
             "(optionally with `t0=True`); no `ts`, `steps`, `dense`, `fn` or several "
             "`subs`",
@@ -164,7 +204,9 @@ def _loop_reversible_bwd(
         jtu.tree_map(jnp.zeros_like, vf_final),
     )
     init = (
-        num_steps, (y_final, yhat_final, vf_final), grad_final,
+        num_steps,
+        (y_final, yhat_final, vf_final),
+        grad_final,
         jtu.tree_map(jnp.zeros_like, diff),
     )
     # A dynamic trip count: the number of steps is only known once t0, t1 are.

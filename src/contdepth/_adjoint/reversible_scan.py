@@ -30,7 +30,9 @@ Memory: TypeAlias = Literal["reversible", "store"]
 MEMORY_MODES = ("reversible", "store")
 
 #: `step(operands, k, z) -> z_next` and `inverse(operands, k, z_next) -> z`.
-StepFn: TypeAlias = Callable[[PyTree[Any], Int[Array, ""], PyTree[Array]], PyTree[Array]]
+StepFn: TypeAlias = Callable[
+    [PyTree[Any], Int[Array, ""], PyTree[Array]], PyTree[Array]
+]
 
 
 def check_memory(memory) -> Memory:
@@ -115,7 +117,9 @@ def _reversible_fwd(perturbed, operands__z0, step, inverse, num_steps):
 
 
 @_reversible.def_bwd
-def _reversible_bwd(z_final, grad_final, perturbed, operands__z0, step, inverse, num_steps):
+def _reversible_bwd(
+    z_final, grad_final, perturbed, operands__z0, step, inverse, num_steps
+):
     del perturbed
     operands, z0 = operands__z0
     grad_final = jtu.tree_map(
@@ -137,7 +141,9 @@ def _reversible_bwd(z_final, grad_final, perturbed, operands__z0, step, inverse,
 
     k_final = jnp.asarray(num_steps, dtype=jnp.int32)
     init = (k_final, z_final, grad_final, jtu.tree_map(jnp.zeros_like, diff))
-    (_, z0_rebuilt, grad_z0, grad_diff), _ = lax.scan(body, init, None, length=num_steps)
+    (_, z0_rebuilt, grad_z0, grad_diff), _ = lax.scan(
+        body, init, None, length=num_steps
+    )
     # The true input is at hand, so the drift of the rebuilt activations costs one
     # comparison; beyond sqrt(eps) the gradient would be silently wrong. The check is
     # tied to every output, so it survives when only some gradients are used.
@@ -147,16 +153,21 @@ def _reversible_bwd(z_final, grad_final, perturbed, operands__z0, step, inverse,
 
 
 _DRIFT_MESSAGE = (
-    "memory='reversible': rebuilding the activations backwards drifted from the input by "
+    "memory='reversible': rebuilding the activations backwards drifted from the input "
+    "by "
     "more than sqrt(eps) (relative), so this gradient would be wrong. The inverse step "
     "amplifies round-off (for MomentumResNet by about gamma**-num_steps). Use float64, "
     "fewer steps, gamma closer to 1, or memory='store'."
 )
 
 
-def reconstruction_error(z_rebuilt: PyTree[Array], z: PyTree[Array]) -> Float[Array, ""]:
+def reconstruction_error(
+    z_rebuilt: PyTree[Array], z: PyTree[Array]
+) -> Float[Array, ""]:
     """`max |z_rebuilt - z| / (1 + max |z|)` over all leaves: the relative drift of
     a state rebuilt by running the inverse steps."""
-    diff = jtu.tree_leaves(jtu.tree_map(lambda a, b: jnp.max(jnp.abs(a - b)), z_rebuilt, z))
+    diff = jtu.tree_leaves(
+        jtu.tree_map(lambda a, b: jnp.max(jnp.abs(a - b)), z_rebuilt, z)
+    )
     size = jtu.tree_leaves(jtu.tree_map(lambda b: jnp.max(jnp.abs(b)), z))
     return jnp.max(jnp.stack(diff)) / (1 + jnp.max(jnp.stack(size)))

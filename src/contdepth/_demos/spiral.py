@@ -31,6 +31,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._custom_types import Args, RealScalarLike
 from .._fields.mlp import MLPField
 from .._models.neural_ode import NeuralODE
+from .._optional import require
 from .._train.data import batch_indices
 from .._train.train import train
 from .._train.validation import EarlyStopping
@@ -81,8 +82,13 @@ def spiral_data(
     with jax.enable_x64(True):
         ts = jnp.linspace(0.0, horizon, num_times, dtype=jnp.float64)
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(_true_field), diffrax.Dopri5(), t0=0.0, t1=horizon,
-            dt0=None, y0=jnp.asarray(Y0, jnp.float64), saveat=diffrax.SaveAt(ts=ts),
+            diffrax.ODETerm(_true_field),
+            diffrax.Dopri5(),
+            t0=0.0,
+            t1=horizon,
+            dt0=None,
+            y0=jnp.asarray(Y0, jnp.float64),
+            saveat=diffrax.SaveAt(ts=ts),
             stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-12),
             max_steps=1_000_000,
         )
@@ -128,12 +134,21 @@ class CubicField(eqx.Module):
         k_mlp, k1, k2 = jr.split(key, 3)
         mlp = MLPField(dim, width, 1, activation=jax.nn.tanh, key=k_mlp)
         first, last = mlp.mlp.layers
+        assert first.bias is not None and last.bias is not None  # MLPs have biases
         self.mlp = eqx.tree_at(
-            lambda m: (m.mlp.layers[0].weight, m.mlp.layers[0].bias,
-                       m.mlp.layers[1].weight, m.mlp.layers[1].bias),
+            lambda m: (
+                m.mlp.layers[0].weight,
+                m.mlp.layers[0].bias,
+                m.mlp.layers[1].weight,
+                m.mlp.layers[1].bias,
+            ),
             mlp,
-            (0.1 * jr.normal(k1, first.weight.shape), jnp.zeros_like(first.bias),
-             0.1 * jr.normal(k2, last.weight.shape), jnp.zeros_like(last.bias)),
+            (
+                0.1 * jr.normal(k1, first.weight.shape),
+                jnp.zeros_like(first.bias),
+                0.1 * jr.normal(k2, last.weight.shape),
+                jnp.zeros_like(last.bias),
+            ),
         )
 
     def __call__(self, t: RealScalarLike, y: Float[Array, " dim"], args: Args = None):
@@ -195,7 +210,9 @@ def make_metrics(ts: np.ndarray) -> dict[str, Callable]:
 
 
 def make_optimizer(
-    iterations: int, learning_rate: float, final_learning_rate: float,
+    iterations: int,
+    learning_rate: float,
+    final_learning_rate: float,
     weight_decay: float = 0.0,
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """AdamW (decoupled `weight_decay`, scaled by the learning rate as in optax and
@@ -259,9 +276,15 @@ def _settings(**kwargs) -> dict[str, Any]:
         raise ValueError(
             f"`solver` must be one of {sorted(SOLVERS)}, got {kw['solver']!r}."
         )
-    kw.update(batch_size=BATCH_SIZE, batch_time=BATCH_TIME, num_times=NUM_TIMES,
-              horizon=HORIZON, width=50, optimizer="adamw + cosine decay",
-              dtype="float32")
+    kw.update(
+        batch_size=BATCH_SIZE,
+        batch_time=BATCH_TIME,
+        num_times=NUM_TIMES,
+        horizon=HORIZON,
+        width=50,
+        optimizer="adamw + cosine decay",
+        dtype="float32",
+    )
     return kw
 
 
@@ -283,8 +306,11 @@ def build_model(
     """The demo's field in a `NeuralODE` over one training segment."""
     s = settings
     return NeuralODE(
-        CubicField(key=key), float(ts[s["batch_time"] - 1]),
-        solver=SOLVERS[s["solver"]](), rtol=s["rtol"], atol=s["atol"],
+        CubicField(key=key),
+        float(ts[s["batch_time"] - 1]),
+        solver=SOLVERS[s["solver"]](),
+        rtol=s["rtol"],
+        atol=s["atol"],
     )
 
 
@@ -327,20 +353,33 @@ def fit_spiral(
 
     A [`SpiralResult`][].
     """
-    s = _settings(iterations=iterations, seed=seed, learning_rate=learning_rate,
-                  final_learning_rate=final_learning_rate, weight_decay=weight_decay,
-                  loss=loss, solver=solver, rtol=rtol, atol=atol, eval_every=eval_every,
-                  keep_best=keep_best)
+    s = _settings(
+        iterations=iterations,
+        seed=seed,
+        learning_rate=learning_rate,
+        final_learning_rate=final_learning_rate,
+        weight_decay=weight_decay,
+        loss=loss,
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        eval_every=eval_every,
+        keep_best=keep_best,
+    )
     progress = check_bool("progress", progress)
     ts, ys = spiral_data()
     ts_np, true = np.asarray(ts), np.asarray(ys)
     k_model, k_batch = jr.split(jr.PRNGKey(s["seed"]))
     model = build_model(s, ts_np, k_model)
-    optimizer, _ = make_optimizer(s["iterations"], s["learning_rate"],
-                                  s["final_learning_rate"], s["weight_decay"])
+    optimizer, _ = make_optimizer(
+        s["iterations"], s["learning_rate"], s["final_learning_rate"], s["weight_decay"]
+    )
     kwargs = dict(
-        batch_size=s["batch_size"], key=k_batch, loss_fn=make_loss(ts_np, s["loss"]),
-        optimizer=optimizer, validation_data=(ys[None, 0], ys[None]),
+        batch_size=s["batch_size"],
+        key=k_batch,
+        loss_fn=make_loss(ts_np, s["loss"]),
+        optimizer=optimizer,
+        validation_data=(ys[None, 0], ys[None]),
         metrics=make_metrics(ts_np),
     )
     data = segments(ys, s["batch_time"])
@@ -351,16 +390,29 @@ def fit_spiral(
     _full_prediction(warm, ts_np, ys)
     compile_seconds = time.perf_counter() - start
     early = EarlyStopping(monitor="mse") if s["keep_best"] else None
-    model, history = train(model, data, steps=s["iterations"], early_stopping=early,
-                           eval_every=s["eval_every"], progress=progress, **kwargs)
+    model, history = train(
+        model,
+        data,
+        steps=s["iterations"],
+        early_stopping=early,
+        eval_every=s["eval_every"],
+        progress=progress,
+        **kwargs,
+    )
     pred = _full_prediction(model, ts_np, ys)
     seconds = time.perf_counter() - start
     return SpiralResult(
-        model=model, ts=ts_np, true_ys=true, pred_ys=pred,
-        mse=float(np.mean((pred - true) ** 2)), mae=float(np.mean(np.abs(pred - true))),
-        last_mse=float(history["validation"]["mse"][-1]), seconds=seconds,
+        model=model,
+        ts=ts_np,
+        true_ys=true,
+        pred_ys=pred,
+        mse=float(np.mean((pred - true) ** 2)),
+        mae=float(np.mean(np.abs(pred - true))),
+        last_mse=float(history["validation"]["mse"][-1]),
+        seconds=seconds,
         compile_seconds=compile_seconds,
-        history={k: v for k, v in history.items() if k != "opt_state"}, settings=s,
+        history={k: v for k, v in history.items() if k != "opt_state"},
+        settings=s,
     )
 
 
@@ -375,17 +427,26 @@ def torch_inputs(result: SpiralResult) -> dict[str, Any]:
     s = result.settings
     k_model, k_batch = jr.split(jr.PRNGKey(s["seed"]))
     initial = build_model(s, result.ts, k_model).field
+    assert isinstance(initial, CubicField)  # as `build_model` made it
     n = result.ts.shape[0] - s["batch_time"]
     steps = jnp.arange(s["iterations"], dtype=jnp.int32)
     batches = jax.vmap(lambda i: batch_indices(k_batch, i, n, s["batch_size"]))(steps)
-    _, schedule = make_optimizer(s["iterations"], s["learning_rate"],
-                                 s["final_learning_rate"], s["weight_decay"])
+    _, schedule = make_optimizer(
+        s["iterations"], s["learning_rate"], s["final_learning_rate"], s["weight_decay"]
+    )
     return dict(
-        ts=result.ts, ys=result.true_ys, weights=initial.weights(),
+        ts=result.ts,
+        ys=result.true_ys,
+        weights=initial.weights(),
         batches=np.asarray(batches),
         learning_rates=np.asarray(jax.vmap(schedule)(steps)),
-        batch_time=s["batch_time"], loss=s["loss"], rtol=s["rtol"], atol=s["atol"],
-        method=s["solver"], eval_every=s["eval_every"], weight_decay=s["weight_decay"],
+        batch_time=s["batch_time"],
+        loss=s["loss"],
+        rtol=s["rtol"],
+        atol=s["atol"],
+        method=s["solver"],
+        eval_every=s["eval_every"],
+        weight_decay=s["weight_decay"],
         keep_best=s["keep_best"],
     )
 
@@ -411,10 +472,10 @@ def plot_spiral(result: SpiralResult, path: str | os.PathLike) -> None:
     - `result`: a [`SpiralResult`][].
     - `path`: the image file to write (format from the suffix, e.g. `.png`).
     """
-    import matplotlib
+    matplotlib = require("matplotlib", extra="plot")
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", extra="plot")
 
     ts, true, pred = result.ts, result.true_ys, result.pred_ys
     fig, (ax_t, ax_p, ax_f) = plt.subplots(1, 3, figsize=(15, 4.6))
@@ -425,16 +486,26 @@ def plot_spiral(result: SpiralResult, path: str | os.PathLike) -> None:
     ax_t.legend(fontsize=8)
     ax_p.plot(true[:, 0], true[:, 1], "g-", label="observed")
     ax_p.plot(pred[:, 0], pred[:, 1], "b--", label="learned")
-    ax_p.set(title=f"Phase portrait (MSE {result.mse:.2e})", xlabel="x", ylabel="y",
-             xlim=(-2, 2), ylim=(-2, 2))
+    ax_p.set(
+        title=f"Phase portrait (MSE {result.mse:.2e})",
+        xlabel="x",
+        ylabel="y",
+        xlim=(-2, 2),
+        ylim=(-2, 2),
+    )
     ax_p.legend(fontsize=8)
     xx, yy, u, v = _field_grid(result.model.field)
     ax_f.streamplot(xx, yy, u, v, color="tab:blue", density=1.0, linewidth=0.8)
     xx, yy, u, v = _field_grid(_true_field, n=11)
     norm = np.hypot(u, v) + 1e-12
     ax_f.quiver(xx, yy, u / norm, v / norm, color="tab:gray", alpha=0.7)
-    ax_f.set(title="Learned field (streamlines), true (arrows)", xlabel="x", ylabel="y",
-             xlim=(-2, 2), ylim=(-2, 2))
+    ax_f.set(
+        title="Learned field (streamlines), true (arrows)",
+        xlabel="x",
+        ylabel="y",
+        xlim=(-2, 2),
+        ylim=(-2, 2),
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -459,20 +530,39 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--iterations", type=int, default=2000, help="optimiser steps")
     parser.add_argument("--seed", type=int, default=0, help="weights and batch order")
     parser.add_argument("--lr", type=float, default=3e-2, help="initial learning rate")
-    parser.add_argument("--final-lr", type=float, default=1e-5,
-                        help="learning rate at the end of the cosine decay")
-    parser.add_argument("--weight-decay", type=float, default=1e-2,
-                        help="AdamW's decoupled weight decay")
+    parser.add_argument(
+        "--final-lr",
+        type=float,
+        default=1e-5,
+        help="learning rate at the end of the cosine decay",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=1e-2,
+        help="AdamW's decoupled weight decay",
+    )
     parser.add_argument("--loss", choices=LOSSES, default="mse", help="segment loss")
-    parser.add_argument("--eval-every", type=int, default=50,
-                        help="steps between full-trajectory evaluations")
-    parser.add_argument("--last", action="store_true",
-                        help="report the last iterate, not the best evaluated one")
-    parser.add_argument("--out", default="contdepth-out/spiral",
-                        help="output directory")
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=50,
+        help="steps between full-trajectory evaluations",
+    )
+    parser.add_argument(
+        "--last",
+        action="store_true",
+        help="report the last iterate, not the best evaluated one",
+    )
+    parser.add_argument(
+        "--out", default="contdepth-out/spiral", help="output directory"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.add_argument("--compare-torch", action="store_true",
-                        help="also run the fit in torch + torchdiffeq, if installed")
+    parser.add_argument(
+        "--compare-torch",
+        action="store_true",
+        help="also run the fit in torch + torchdiffeq, if installed",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -495,31 +585,67 @@ def run(args: argparse.Namespace) -> int:
     from .._cli import markdown_table
 
     result = fit_spiral(
-        iterations=args.iterations, seed=args.seed, learning_rate=args.lr,
-        final_learning_rate=args.final_lr, weight_decay=args.weight_decay,
-        loss=args.loss, eval_every=args.eval_every, keep_best=not args.last,
+        iterations=args.iterations,
+        seed=args.seed,
+        learning_rate=args.lr,
+        final_learning_rate=args.final_lr,
+        weight_decay=args.weight_decay,
+        loss=args.loss,
+        eval_every=args.eval_every,
+        keep_best=not args.last,
         progress=not args.no_progress,
     )
     torch_out = _torch_row(result) if args.compare_torch else None
     os.makedirs(args.out, exist_ok=True)
     plot_spiral(result, os.path.join(args.out, "spiral.png"))
     record = {
-        "settings": result.settings, "mse": result.mse, "mae": result.mae,
-        "last_mse": result.last_mse, "best_step": result.history["best_step"],
-        "seconds": result.seconds, "compile_seconds": result.compile_seconds,
+        "settings": result.settings,
+        "mse": result.mse,
+        "mae": result.mae,
+        "last_mse": result.last_mse,
+        "best_step": result.history["best_step"],
+        "seconds": result.seconds,
+        "compile_seconds": result.compile_seconds,
         "validation": {k: v.tolist() for k, v in result.history["validation"].items()},
         "train_loss": result.history["loss"].tolist(),
         "torch": torch_out,
     }
     with open(os.path.join(args.out, "spiral.json"), "w") as f:
         json.dump(record, f, indent=2)
-    rows = [["contdepth (JAX)", result.mse, result.mae, result.last_mse,
-             result.seconds, result.compile_seconds]]
+    rows = [
+        [
+            "contdepth (JAX)",
+            result.mse,
+            result.mae,
+            result.last_mse,
+            result.seconds,
+            result.compile_seconds,
+        ]
+    ]
     if torch_out is not None:
-        rows.append(["torchdiffeq", torch_out["mse"], torch_out["mae"],
-                     torch_out["last_mse"], torch_out["seconds"], "-"])
+        rows.append(
+            [
+                "torchdiffeq",
+                torch_out["mse"],
+                torch_out["mae"],
+                torch_out["last_mse"],
+                torch_out["seconds"],
+                "-",
+            ]
+        )
     print()
-    print(markdown_table(["run", "full-trajectory MSE", "MAE", "last-iterate MSE",
-                          "wall s", "compile s"], rows))
+    print(
+        markdown_table(
+            [
+                "run",
+                "full-trajectory MSE",
+                "MAE",
+                "last-iterate MSE",
+                "wall s",
+                "compile s",
+            ],
+            rows,
+        )
+    )
     print(f"\nwrote {args.out}/spiral.png and {args.out}/spiral.json")
     return 0

@@ -24,8 +24,8 @@ TORCH_MISSING = (
 def torch_available() -> bool:
     """Whether `torch` and `torchdiffeq` can be imported."""
     try:
-        import torch  # noqa: F401
-        import torchdiffeq  # noqa: F401
+        import torch  # noqa: F401  # pyright: ignore[reportMissingImports]
+        import torchdiffeq  # noqa: F401  # pyright: ignore[reportMissingImports]
     except ImportError:
         return False
     return True
@@ -114,17 +114,18 @@ def fit_spiral_torch(
     `loss` (per-step list), `validation`
     (`{"step": [...], "mse": [...]}`), `threads` and the versions used.
     """
-    import torch
-    import torchdiffeq
+    # Optional extras (the `torch` comparison only), absent from the type-check env.
+    import torch  # pyright: ignore[reportMissingImports]
+    import torchdiffeq  # pyright: ignore[reportMissingImports]
 
     if loss not in ("l1", "mse"):
         raise ValueError(f"`loss` must be 'l1' or 'mse', got {loss!r}.")
     batches = np.asarray(batches)
     lrs = np.asarray(learning_rates, np.float64)
-    if batches.ndim != 2 or lrs.shape != (batches.shape[0],):
+    if batches.ndim != 2 or batches.shape[0] == 0 or lrs.shape != (batches.shape[0],):
         raise ValueError(
-            f"`batches` must be (iterations, batch_size) and `learning_rates` "
-            f"(iterations,), got {batches.shape} and {lrs.shape}."
+            f"`batches` must be (iterations, batch_size) with iterations >= 1 and "
+            f"`learning_rates` (iterations,), got {batches.shape} and {lrs.shape}."
         )
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -140,7 +141,7 @@ def fit_spiral_torch(
     kw = dict(rtol=rtol, atol=atol, method=method)
     offsets = torch.arange(batch_time)
     t_seg = t_all[:batch_time]
-    losses, val_steps, val_mse, best = [], [], [], None
+    losses, val_steps, val_mse, best, latest = [], [], [], None, None
     start = time.perf_counter()
     for i, rows in enumerate(batches):
         s = torch.from_numpy(np.asarray(rows, np.int64))
@@ -158,10 +159,14 @@ def fit_spiral_torch(
             errors = _full_errors(torch, torchdiffeq.odeint, func, t_all, y_all, kw)
             val_steps.append(i + 1)
             val_mse.append(errors[0])
+            latest = (i + 1, errors)
             if best is None or errors[0] < best[1][0]:
                 best = (i + 1, errors)
     seconds = time.perf_counter() - start
-    best_step, (mse, mae) = best if keep_best else (len(batches), errors)
+    # The last step always evaluates, so (with `batches` non-empty) both are set.
+    final = best if keep_best else latest
+    assert final is not None
+    best_step, (mse, mae) = final
     return {
         "mse": mse,
         "mae": mae,

@@ -16,7 +16,8 @@ DATA_AXIS = "data"
 def make_mesh(
     num_devices: int | None = None,
     *,
-    devices: Sequence[jax.Device] | None = None,
+    # `jax.Device` is re-exported from compiled jaxlib, which ships no type stubs.
+    devices: Sequence[jax.Device] | None = None,  # pyright: ignore[reportInvalidTypeForm]
     axis_name: str = DATA_AXIS,
 ) -> Mesh:
     """A one-axis device mesh for data parallelism.
@@ -44,7 +45,8 @@ def make_mesh(
         raise ValueError(
             f"`num_devices` must be <= the {len(devices)} available devices, got "
             f"num_devices={num_devices}. On CPU, more host devices can be forced with "
-            "XLA_FLAGS=--xla_force_host_platform_device_count=N (set before importing jax)."
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N (set before importing "
+            "jax)."
         )
     if not isinstance(axis_name, str) or not axis_name:
         raise TypeError(f"`axis_name` must be a non-empty str, got {axis_name!r}.")
@@ -57,7 +59,9 @@ def resolve_mesh(mesh, name: str = "mesh") -> Mesh | None:
         return None
     if isinstance(mesh, str):
         if mesh != "auto":
-            raise ValueError(f'`{name}` must be None, "auto" or a jax.sharding.Mesh, got {mesh!r}.')
+            raise ValueError(
+                f'`{name}` must be None, "auto" or a jax.sharding.Mesh, got {mesh!r}.'
+            )
         return make_mesh()
     if not isinstance(mesh, Mesh):
         raise TypeError(
@@ -111,12 +115,16 @@ def shard_batch(x, mesh: Mesh | str, *, name: str = "x"):
 
     `x` as sharded `jax.Array`s (inspect `.sharding`).
     """
-    mesh = resolve_mesh(mesh)
+    resolved = resolve_mesh(mesh)
+    if resolved is None:
+        raise TypeError(
+            '`mesh` must be "auto" or a jax.sharding.Mesh to shard over, got None.'
+        )
     leaves = jax.tree.leaves(x)
     if not leaves:
         raise ValueError(f"`{name}` must hold at least one array, got {x!r}.")
     for leaf in leaves:
         if np.ndim(leaf) < 1:
             raise ValueError(f"`{name}` must have a leading batch axis, got a scalar.")
-        check_divisible(f"{name}.shape[0]", np.shape(leaf)[0], mesh)
-    return jax.device_put(x, batch_sharding(mesh))
+        check_divisible(f"{name}.shape[0]", np.shape(leaf)[0], resolved)
+    return jax.device_put(x, batch_sharding(resolved))

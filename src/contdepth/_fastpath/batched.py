@@ -1,3 +1,4 @@
+import inspect
 from typing import Literal
 
 import equinox as eqx
@@ -12,9 +13,14 @@ from .._models.euler import EulerResNet
 from .euler_mlp import euler_mlp_batched, EulerMLPConfig
 
 
-try:  # the default `final_activation` of `eqx.nn.MLP` (the identity)
-    from equinox.nn._mlp import _identity as _EQX_IDENTITY
-except ImportError:  # pragma: no cover - a future equinox; the fast path then stays off
+# The default `final_activation` of `eqx.nn.MLP` (the identity), read from its public
+# signature; a future equinox without one keeps the fast path off.
+_EQX_IDENTITY = getattr(
+    inspect.signature(eqx.nn.MLP.__init__).parameters.get("final_activation"),
+    "default",
+    None,
+)
+if _EQX_IDENTITY is inspect.Parameter.empty:  # pragma: no cover
     _EQX_IDENTITY = None
 
 
@@ -24,25 +30,31 @@ def _has_arrays(tree) -> bool:
 
 def _euler_mlp_config(model, ys, args) -> EulerMLPConfig | None:
     """The static configuration if `model` on `ys` can take the fused path."""
-    if type(model) is not EulerResNet or type(model.field) is not MLPField:
+    if type(model) is not EulerResNet:
         return None
-    mlp = model.field.mlp
+    field = model.field
+    # The exact type (a subclass may change `__call__`); `isinstance` narrows the type.
+    if not isinstance(field, MLPField) or type(field) is not MLPField:
+        return None
+    mlp = field.mlp
     if args is not None or mlp.depth == 0 or getattr(mlp, "scan", False):
         return None
     if _EQX_IDENTITY is None or mlp.final_activation is not _EQX_IDENTITY:
         return None
     if _has_arrays(mlp.activation):  # learnt activations: keep the generic path
         return None
-    if ys.ndim != 2 or ys.shape[1] != model.field.dim:
+    if ys.ndim != 2 or ys.shape[1] != field.dim:
         return None
-    dtypes = {ys.dtype} | {leaf.dtype for leaf in jax.tree.leaves(eqx.filter(mlp, eqx.is_array))}
+    dtypes = {ys.dtype} | {
+        leaf.dtype for leaf in jax.tree.leaves(eqx.filter(mlp, eqx.is_array))
+    }
     if len(dtypes) != 1 or not jnp.issubdtype(ys.dtype, jnp.floating):
         return None
     return EulerMLPConfig(
         num_steps=model.num_steps,
         step_size=model.step_size,
         activation=mlp.activation,
-        time_dependent=model.field.time_dependent,
+        time_dependent=field.time_dependent,
     )
 
 
@@ -56,11 +68,11 @@ _PATHS = ("auto", "fused", "vmap")
 
 def batched_apply(
     model,
-    ys: Float[Array, "batch *state"],
+    ys: Float[Array, " batch *state"],
     args: Args = None,
     *,
     path: Literal["auto", "fused", "vmap"] = "auto",
-) -> Float[Array, "batch *state"]:
+) -> Float[Array, " batch *state"]:
     """`jax.vmap(model)(ys)`, through a fused batched implementation where one exists
     and is faster.
 

@@ -105,10 +105,14 @@ def _euler_mlp_bwd(config, saved, g):
         gy, grads = carry
         k, y, pre = xs
         d = h * gy  # cotangent of the MLP output
-        new = [None] * len(layers)
+        new: list = [None] * len(layers)
         for i in reversed(range(len(layers))):
             w, b = layers[i]
-            a_in = _step_inputs(config, y, k) if i == 0 else _act(config.activation, pre[i - 1])
+            a_in = (
+                _step_inputs(config, y, k)
+                if i == 0
+                else _act(config.activation, pre[i - 1])
+            )
             gw = _canonical_t(d) @ a_in
             gb = None if b is None else jnp.sum(d, axis=0)
             new[i] = (gw, gb)

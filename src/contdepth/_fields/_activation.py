@@ -112,7 +112,8 @@ def activation_lipschitz(activation: Callable, override: float | None) -> float:
         return lip
     raise ValueError(
         f"No known Lipschitz constant for activation {_name(activation)}. Pass "
-        "`activation_lipschitz=` (the supremum of |activation'|) when building the field."
+        "`activation_lipschitz=` (the supremum of |activation'|) when building the "
+        "field."
     )
 
 

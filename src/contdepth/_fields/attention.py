@@ -49,7 +49,8 @@ class AttentionField(AbstractVectorField):
         check_float_array(name, y)
         if y.ndim != 2 or y.shape[1] != self.dim or y.shape[0] == 0:
             raise ValueError(
-                f"`{name}` has shape {tuple(y.shape)}, but AttentionField(dim={self.dim}) "
+                f"`{name}` has shape {tuple(y.shape)}, but "
+                f"AttentionField(dim={self.dim}) "
                 f"expects a single token set of shape (L, {self.dim}) with L >= 1 "
                 "(no batch axis: use `jax.vmap` over a batch)."
             )

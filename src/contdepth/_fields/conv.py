@@ -88,12 +88,15 @@ class ConvField(AbstractVectorField):
         if y.ndim != 3 or y.shape[0] != self.channels or 0 in y.shape:
             raise ValueError(
                 f"`{name}` has shape {tuple(y.shape)}, but ConvField(channels="
-                f"{self.channels}) expects a single image of shape ({self.channels}, H, W) "
+                f"{self.channels}) expects a single image of shape ({self.channels}, "
+                "H, W) "
                 "with H, W >= 1 (no batch axis: use `jax.vmap` over a batch)."
             )
 
     def lipschitz_bound(self) -> Float[Array, ""]:
         lip_act = activation_lipschitz(self.activation, self.activation_lipschitz)
         return (
-            _conv_lipschitz(self.conv1.weight) * lip_act * _conv_lipschitz(self.conv2.weight)
+            _conv_lipschitz(self.conv1.weight)
+            * lip_act
+            * _conv_lipschitz(self.conv2.weight)
         )

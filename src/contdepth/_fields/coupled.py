@@ -32,8 +32,8 @@ class CoupledField(AbstractVectorField):
     def check_state(self, y: State, name: str = "y") -> None:
         if y.ndim == 0 or y.shape[-1] % 2 != 0:
             raise ValueError(
-                f"`{name}` has shape {tuple(y.shape)}, but a coupled field splits the last "
-                "axis in two equal halves, so it must have even size."
+                f"`{name}` has shape {tuple(y.shape)}, but a coupled field splits the "
+                "last axis in two equal halves, so it must have even size."
             )
         half = jax.ShapeDtypeStruct((*y.shape[:-1], y.shape[-1] // 2), y.dtype)
         check_field_state(self.field_a, half, name=f"{name}[..., half:]")

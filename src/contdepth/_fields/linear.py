@@ -1,4 +1,3 @@
-import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
@@ -21,9 +20,10 @@ class LinearField(AbstractVectorField):
         - `matrix`: a square floating-point matrix `A` of shape `(dim, dim)`.
         """
         check_float_array("matrix", matrix, ndim=2)
-        if matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+        shape = jnp.shape(matrix)
+        if shape[0] != shape[1] or shape[0] == 0:
             raise ValueError(
-                f"`matrix` must be square and non-empty, got shape {tuple(matrix.shape)}."
+                f"`matrix` must be square and non-empty, got shape {tuple(shape)}."
             )
         check_finite_array("matrix", matrix)
         self.matrix = jnp.asarray(matrix)

@@ -1,4 +1,5 @@
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -72,7 +73,11 @@ class PiecewiseField(AbstractVectorField):
 
     def piece(self, i) -> Callable:
         """The field of piece `i` (an int; a traced integer for stacked pieces)."""
-        return index_module(self.pieces, i) if self.stacked else self.pieces[i]
+        return index_module(self.pieces, i) if self.stacked else self._unstacked()[i]
+
+    def _unstacked(self) -> tuple[Callable, ...]:
+        # Without `stacked`, `__init__` stored the fields as a tuple.
+        return cast(tuple[Callable, ...], self.pieces)
 
     def _slack(self, dtype) -> float:
         # Solvers accumulate t (t_{k+1} = t_k + h); tolerate a few ulps at a boundary so
@@ -98,7 +103,7 @@ class PiecewiseField(AbstractVectorField):
         index = self.piece_index(t)
         if self.stacked:
             return self.piece(index)(t, y, args)
-        branches = [lambda t_, y_, a_, f=f: f(t_, y_, a_) for f in self.pieces]
+        branches = [lambda t_, y_, a_, f=f: f(t_, y_, a_) for f in self._unstacked()]
         return lax.switch(index, branches, t, y, args)
 
     def check_state(self, y, name: str = "y") -> None:
@@ -110,5 +115,5 @@ class PiecewiseField(AbstractVectorField):
                 jnp.arange(self.num_pieces)
             )
         else:
-            bounds = jnp.stack([lipschitz_bound(f) for f in self.pieces])
+            bounds = jnp.stack([lipschitz_bound(f) for f in self._unstacked()])
         return jnp.max(bounds)

@@ -21,6 +21,7 @@ import numbers
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterable
 
 import equinox as eqx
 import jax
@@ -60,7 +61,8 @@ def check_field(name: str, field):
         )
     if not callable(field):
         raise TypeError(
-            f"`{name}` must be a vector field: any callable `f(t, y, args) -> dy/dt` (a "
+            f"`{name}` must be a vector field: any callable `f(t, y, args) -> dy/dt` "
+            "(a "
             f"function, `functools.partial`, an `eqx.Module` or a contdepth field such "
             f"as `cd.MLPField`), got {type(field).__name__}."
         )
@@ -93,11 +95,16 @@ def lipschitz_bound(field) -> Float[Array, ""]:
 
 def jump_times(field, dtype) -> tuple[float, ...]:
     """The field's discontinuity times in `t` (its `jump_times(dtype)`), or `()`."""
-    fn = getattr(field, "jump_times", None)
+    fn: Callable[..., Iterable[float]] | None = getattr(field, "jump_times", None)
     return tuple(fn(dtype)) if callable(fn) else ()
 
 
-def check_field_state(field, y: State, args: Args = ARGS_UNKNOWN, name: str = "y"):
+def check_field_state(
+    field,
+    y: State | jax.ShapeDtypeStruct,
+    args: Args = ARGS_UNKNOWN,
+    name: str = "y",
+):
     """Check that `y` is a floating-point state the field accepts and that
     `field(t, y, args)` returns an array of the state's shape and dtype.
 
@@ -121,8 +128,10 @@ def check_field_state(field, y: State, args: Args = ARGS_UNKNOWN, name: str = "y
             f"Calling the vector field {_describe(field)} as `f(t, {name}, args)` with "
             f"`{name}` of shape {tuple(y.shape)} and dtype {y.dtype} failed: {e}"
         ) from e
-    if not hasattr(out, "shape") or tuple(out.shape) != tuple(y.shape) or (
-        out.dtype != y.dtype
+    if (
+        not hasattr(out, "shape")
+        or tuple(out.shape) != tuple(y.shape)
+        or (out.dtype != y.dtype)
     ):
         got = (
             f"shape {tuple(out.shape)} and dtype {out.dtype}"
@@ -131,7 +140,8 @@ def check_field_state(field, y: State, args: Args = ARGS_UNKNOWN, name: str = "y
         )
         raise ValueError(
             f"The vector field {_describe(field)} returned {got} for `{name}` of shape "
-            f"{tuple(y.shape)} and dtype {y.dtype}: `f(t, y, args)` must return `dy/dt` "
+            f"{tuple(y.shape)} and dtype {y.dtype}: `f(t, y, args)` must return "
+            "`dy/dt` "
             f"with the state's shape and dtype (cast with `.astype(y.dtype)` if its "
             f"weights have another dtype)."
         )

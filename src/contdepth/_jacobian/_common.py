@@ -35,7 +35,8 @@ def check_model_and_state(
 def check_choice(name: str, value, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(
-            f"`{name}` must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}."
+            f"`{name}` must be one of {', '.join(repr(a) for a in allowed)}, got "
+            f"{value!r}."
         )
     return value
 
@@ -44,7 +45,8 @@ def check_k(k, dim: int, name: str = "k") -> int:
     k = check_positive_int(name, k)
     if k > dim:
         raise ValueError(
-            f"`{name}` must satisfy 1 <= {name} <= {dim} (the state dimension d = {dim}), "
+            f"`{name}` must satisfy 1 <= {name} <= {dim} (the state dimension d = "
+            f"{dim}), "
             f"got {name}={k}."
         )
     return k
@@ -79,7 +81,9 @@ def with_autodiff_mode(model, mode: Mode | Literal["both"]):
     return eqx.tree_at(lambda m: m.adjoint, model, new)
 
 
-def flat_map(model, y: State, args: Args) -> tuple[Callable, jax.Array, tuple[int, ...]]:
+def flat_map(
+    model, y: State, args: Args
+) -> tuple[Callable, jax.Array, tuple[int, ...]]:
     """`model` as a map of flat vectors: returns `(fn, y_flat, out_shape)` with
     `fn(x_flat) = model(x_flat.reshape(y.shape), args).reshape(-1)`."""
     shape = y.shape

@@ -46,9 +46,11 @@ def jacobian(
     check_choice("mode", mode, ("auto", "fwd", "rev"))
     check_model_and_state(model, y, args=args)
     if mode == "auto":
-        mode = "fwd" if np.prod(y.shape) <= np.prod(
-            jax.eval_shape(lambda: model(y, args)).shape
-        ) else "rev"
+        mode = (
+            "fwd"
+            if np.prod(y.shape) <= np.prod(jax.eval_shape(lambda: model(y, args)).shape)
+            else "rev"
+        )
     return _materialise(with_autodiff_mode(model, mode), y, args, mode)
 
 
@@ -59,9 +61,7 @@ def _materialise(model, y, args, mode):
     return jac(y_flat)
 
 
-def singular_values(
-    model, y: State, *, args: Args = None
-) -> Float[Array, " d"]:
+def singular_values(model, y: State, *, args: Args = None) -> Float[Array, " d"]:
     """All singular values of the Jacobian `d model(y) / dy`, from a dense SVD.
 
     Costs `O(d)` autodiff passes and `O(d^3)` flops: for large states use

@@ -3,6 +3,7 @@ from typing import Literal
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.lax as lax
 import jax.numpy as jnp
 import lineax as lx
@@ -55,7 +56,11 @@ class ExtremeSingularValues(eqx.Module):
     @property
     def converged(self) -> Bool[Array, ""]:
         """Whether every returned value converged (over a batch too, if vmapped)."""
-        flags = [f for f in (self.largest_converged, self.smallest_converged) if f is not None]
+        flags = [
+            f
+            for f in (self.largest_converged, self.smallest_converged)
+            if f is not None
+        ]
         return jnp.all(jnp.stack([jnp.all(f) for f in flags]))
 
 
@@ -129,7 +134,9 @@ def _iterate(operator, key, k, d, max_iters, rtol, wanted):
             return state, values, bounds, conv
 
         state, values, bounds, conv = carry
-        carry = lax.while_loop(cond, body, (solver.enlarge(state), values, bounds, conv))
+        carry = lax.while_loop(
+            cond, body, (solver.enlarge(state), values, bounds, conv)
+        )
     state, values, bounds, conv = carry
     return values, bounds, conv, state.index
 
@@ -251,7 +258,11 @@ def extreme_singular_values(
     _, y_flat, out_shape = flat_map(model, y, args)
     d = check_square(y, out_shape, "`extreme_singular_values`")
     k = check_k(k, d)
-    rtol = default_rtol(y_flat.dtype) if rtol is None else check_positive_float("rtol", rtol)
+    rtol = (
+        default_rtol(y_flat.dtype)
+        if rtol is None
+        else check_positive_float("rtol", rtol)
+    )
     for name, value in (("num_iters", num_iters), ("max_iters", max_iters)):
         if value is not None and not k <= check_positive_int(name, value) <= d:
             raise ValueError(
@@ -266,8 +277,8 @@ def extreme_singular_values(
     want_top = which in ("both", "largest")
     want_bottom = which in ("both", "smallest")
     operator = lx.linearise(jacobian_operator(model, y, args=args))
+    max_iters = d if max_iters is None else max_iters
     if num_iters is None:
-        max_iters = d if max_iters is None else max_iters
         wanted = jnp.repeat(jnp.array([want_top, want_bottom]), k)
         out = _iterate(operator, key, k, d, max_iters, rtol, wanted)
     else:

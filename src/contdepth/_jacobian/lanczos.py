@@ -10,9 +10,9 @@ from .._validation import check_positive_int
 
 class GolubKahanState(eqx.Module):
     """The state of [`contdepth.GolubKahanLanczos`][] after `index` steps: orthonormal
-    bases `V` (right, rows `v_0..v_index`) and `U` (left, rows `u_0..u_{index-1}`) and the
-    upper-bidiagonal `B = U^T J V` (diagonal `alpha`, super-diagonal `beta[1:]`).
-    Rows not yet computed are zero."""
+    bases `V` (right, rows `v_0..v_index`) and `U` (left, rows `u_0..u_{index-1}`)
+    and the upper-bidiagonal `B = U^T J V` (diagonal `alpha`, super-diagonal
+    `beta[1:]`). Rows not yet computed are zero."""
 
     right: Float[Array, "iters+1 d"]
     left: Float[Array, "iters d"]
@@ -74,7 +74,9 @@ class GolubKahanLanczos(eqx.Module):
         """
         self.num_iters = check_positive_int("num_iters", num_iters)
 
-    def init(self, operator: lx.AbstractLinearOperator, key: PRNGKeyArray) -> GolubKahanState:
+    def init(
+        self, operator: lx.AbstractLinearOperator, key: PRNGKeyArray
+    ) -> GolubKahanState:
         """**Arguments:**
 
         - `operator`: a square linear operator on vectors `(d,)`, e.g.
@@ -89,12 +91,17 @@ class GolubKahanLanczos(eqx.Module):
         d, dtype = struct.shape[0], struct.dtype
         if self.num_iters > d:
             raise ValueError(
-                f"`num_iters` must be <= the dimension d = {d} (the Krylov space cannot "
+                f"`num_iters` must be <= the dimension d = {d} (the Krylov space "
+                "cannot "
                 f"be larger), got num_iters={self.num_iters}."
             )
         start_key, key = jr.split(key)
         v0 = jr.normal(start_key, (d,), dtype)
-        right = jnp.zeros((self.num_iters + 1, d), dtype).at[0].set(v0 / jnp.linalg.norm(v0))
+        right = (
+            jnp.zeros((self.num_iters + 1, d), dtype)
+            .at[0]
+            .set(v0 / jnp.linalg.norm(v0))
+        )
         return GolubKahanState(
             right=right,
             left=jnp.zeros((self.num_iters, d), dtype),

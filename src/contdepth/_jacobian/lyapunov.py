@@ -193,8 +193,9 @@ def lyapunov_exponents(
     check_choice("method", method, METHODS)
     k = y0.size if k is None else check_k(k, y0.size)
     key = jr.PRNGKey(0) if key is None else check_key("key", key)
-    return _run(LyapunovQR(field, horizon / num_steps, k, method), y0, key, args,
-                num_steps)
+    return _run(
+        LyapunovQR(field, horizon / num_steps, k, method), y0, key, args, num_steps
+    )
 
 
 @eqx.filter_jit

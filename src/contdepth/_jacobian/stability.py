@@ -3,12 +3,14 @@ from collections.abc import Callable
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Complex, Float, Int
 
-from .._custom_types import Args, State
+from .._custom_types import Args, RealScalarLike, State
 from .._fields.protocol import check_field, check_field_state
+from .._optional import require
 from .._step_rule import Method, METHODS, stability_polynomial
 from .._validation import (
     check_nonnegative_float,
@@ -70,7 +72,7 @@ class StabilityRegion(eqx.Module):
     def plot(self, ax=None, **contourf_kwargs):
         """Shade the region `|R(z)| <= 1` and draw its boundary on a matplotlib axis
         (a new figure if `ax` is `None`); returns the axis."""
-        import matplotlib.pyplot as plt
+        plt = require("matplotlib.pyplot", extra="plot")
 
         if ax is None:
             _, ax = plt.subplots(figsize=(4, 4))
@@ -137,7 +139,7 @@ def stability_region(
 
 
 # Cheapest first: the suggestion is the cheapest method stable at the current step.
-_COST_ORDER = ("euler", "heun", "midpoint", "rk4")
+_COST_ORDER: tuple[Method, ...] = ("euler", "heun", "midpoint", "rk4")
 
 
 class StabilityReport(eqx.Module):
@@ -185,11 +187,11 @@ class StabilityReport(eqx.Module):
     max_stable_step: Float[Array, ""]
     max_stable_steps: dict[str, Float[Array, ""]]
     num_unstable_by_method: dict[str, Int[Array, ""]]
-    method: str = eqx.field(static=True)
+    method: Method = eqx.field(static=True)
     step_size: float = eqx.field(static=True)
     growth_rtol: float = eqx.field(static=True)
 
-    def stable_methods(self) -> tuple[str, ...]:
+    def stable_methods(self) -> tuple[Method, ...]:
         """The methods stable at this step: no eigenvalue flagged, and the step within
         the method's `max_stable_steps` (which, unlike the flags, has no round-off
         allowance: RK2's `|R(ih b)| = 1 + (hb)^4/8` is below float32 resolution at
@@ -198,12 +200,13 @@ class StabilityReport(eqx.Module):
         # either side of it.
         slack = 1 + 64 * float(np.finfo(np.asarray(self.amplification).dtype).eps)
         return tuple(
-            m for m in _COST_ORDER
+            m
+            for m in _COST_ORDER
             if int(self.num_unstable_by_method[m]) == 0
             and self.step_size <= float(self.max_stable_steps[m]) * slack
         )
 
-    def suggested_method(self) -> str:
+    def suggested_method(self) -> Method:
         """This report's method if it is stable at this step; else the cheapest stable
         method; else the one with the largest stable step."""
         stable = self.stable_methods()
@@ -269,7 +272,7 @@ class StabilityReport(eqx.Module):
             ]
         out = []
         z = np.asarray(self.eigenvalues)[np.asarray(self.unstable)]
-        imaginary = bool(np.all(np.abs(z.real) <= 1e-6 * np.abs(z)))
+        imaginary = bool(np.all(np.abs(np.real(z)) <= 1e-6 * np.abs(z)))
         if lim > 0:
             out.append(f"{method}: reduce the step to h <= {lim:.6g}{steps(lim)}.")
         elif imaginary:
@@ -284,8 +287,10 @@ class StabilityReport(eqx.Module):
         if others:
             out.append(
                 "Stable at this step: "
-                + ", ".join(f"{m} (up to h <= {limits[m]:.6g}{steps(limits[m])})"
-                            for m in others)
+                + ", ".join(
+                    f"{m} (up to h <= {limits[m]:.6g}{steps(limits[m])})"
+                    for m in others
+                )
                 + "."
             )
         suggestion = self.suggested_method()
@@ -293,7 +298,8 @@ class StabilityReport(eqx.Module):
             r = limits[suggestion] * float(np.max(np.abs(z))) / h
             ray = (
                 f"; on these purely imaginary eigenvalues that is |h lambda| <= {r:.3g}"
-                if imaginary and np.isfinite(r) else ""
+                if imaginary and np.isfinite(r)
+                else ""
             )
             why = "" if suggestion in stable else " (the largest stable step here)"
             out.append(
@@ -305,7 +311,7 @@ class StabilityReport(eqx.Module):
     def plot(self, ax=None, extent=None):
         """The method's stability region with the eigenvalues `z` overlaid, coloured by
         class, and the suggested method's region if it differs. Returns the axis."""
-        import matplotlib.pyplot as plt
+        plt = require("matplotlib.pyplot", extra="plot")
 
         if ax is None:
             _, ax = plt.subplots(figsize=(5, 5))
@@ -315,26 +321,46 @@ class StabilityReport(eqx.Module):
             x0, x1, y0, y1 = -3.5, 1.5, -3.5, 3.5
             if z.size:
                 pad = 0.1 * max(1.0, float(np.max(np.abs(z))))
-                x0, x1 = min(x0, z.real.min() - pad), max(x1, z.real.max() + pad)
-                y0, y1 = min(y0, z.imag.min() - pad), max(y1, z.imag.max() + pad)
+                x0, x1 = (
+                    min(x0, np.real(z).min() - pad),
+                    max(x1, np.real(z).max() + pad),
+                )
+                y0, y1 = (
+                    min(y0, np.imag(z).min() - pad),
+                    max(y1, np.imag(z).max() + pad),
+                )
             extent = (x0, x1, y0, y1)
         suggestion = self.suggested_method()
         handles = []
         if suggestion != self.method:
             stability_region(suggestion, extent=extent).plot(ax=ax, colors=["C1"])
-            handles.append(ax.fill([], [], color="C1", alpha=0.3,
-                                   label=f"{suggestion} |R(z)| <= 1")[0])
+            handles.append(
+                ax.fill(
+                    [], [], color="C1", alpha=0.3, label=f"{suggestion} |R(z)| <= 1"
+                )[0]
+            )
         stability_region(self.method, extent=extent).plot(ax=ax, colors=["C0"])
-        handles.insert(0, ax.fill([], [], color="C0", alpha=0.3,
-                                  label=f"{self.method} |R(z)| <= 1")[0])
+        handles.insert(
+            0,
+            ax.fill([], [], color="C0", alpha=0.3, label=f"{self.method} |R(z)| <= 1")[
+                0
+            ],
+        )
         for k, (name, colour, marker) in enumerate(
             zip(_CLASS_NAMES, ("C2", "C4", "C3"), ("o", "^", "x"))
         ):
             mask = cls == k
             if mask.any():
-                handles.append(ax.scatter(z.real[mask], z.imag[mask], c=colour,
-                                          marker=marker, zorder=3,
-                                          label=f"{name} ({int(mask.sum())})"))
+                handles.append(
+                    ax.scatter(
+                        np.real(z)[mask],
+                        np.imag(z)[mask],
+                        c=colour,
+                        marker=marker,
+                        zorder=3,
+                        label=f"{name} ({int(mask.sum())})",
+                    )
+                )
         ax.set_title(f"z = h·eig(J_F), h = {self.step_size:g}, {self.method}")
         ax.legend(handles=handles, fontsize=7, loc="lower left")
         return ax
@@ -351,7 +377,7 @@ def stability_report(
     step_size: float,
     method: Method = "euler",
     *,
-    t: float = 0.0,
+    t: RealScalarLike = 0.0,
     args: Args = None,
     tol: float | None = None,
     growth_rtol: float = 0.1,
@@ -466,7 +492,8 @@ def _analyse(field, y, t, h, args, tol, growth_rtol):
     def analyse_method(coefficients):
         amp = amplification_of(coefficients, z)
         tol_m = (
-            roundoff_tolerance(coefficients, z, norm_hj) if tol is None
+            roundoff_tolerance(coefficients, z, norm_hj)
+            if tol is None
             else jnp.full(z.shape, tol, amp.dtype)
         )
         cls = classify(amp, z, tol_m, growth_rtol)

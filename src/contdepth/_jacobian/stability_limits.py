@@ -125,11 +125,12 @@ def _exit_radius(coefficients, theta, growth_rtol):
     q = []
     for m in range(1, 2 * p + 1):
         terms = [
-            coefficients[j] * coefficients[m - j]
+            coefficients[j]
+            * coefficients[m - j]
             * (powers[j] * jnp.conj(powers[m - j]))
             for j in range(max(0, m - p), min(m, p) + 1)
         ]
-        q.append(sum(terms).real[None, :])
+        q.append(jnp.real(sum(terms))[None, :])
     rate = 2 * (1 + growth_rtol) * jnp.maximum(theta.real, 0.0)[None, :]
 
     def outside(r):  # r > 0 of shape (n, d): rows of radii, one column per theta

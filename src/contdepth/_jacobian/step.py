@@ -34,8 +34,10 @@ def step_jacobians(
     """
     if not isinstance(model, AbstractDiscreteDepthModel):
         raise TypeError(
-            "`model` must be a discrete depth model with layers `y_{k+1} = step(k, y_k)` "
-            "(a subclass of `cd.AbstractDiscreteDepthModel`, e.g. `cd.EulerResNet`), got "
+            "`model` must be a discrete depth model with layers `y_{k+1} = step(k, "
+            "y_k)` "
+            "(a subclass of `cd.AbstractDiscreteDepthModel`, e.g. `cd.EulerResNet`), "
+            "got "
             f"{type(model).__name__}. For any other model use `cd.jacobian`."
         )
     check_model_and_state(model, y, args=args)

@@ -43,7 +43,9 @@ def failure_code(result, y, y_out) -> jax.Array:
     )
     code = jnp.where(result == diffrax.RESULTS.max_steps_reached, MAX_STEPS, OTHER)
     code = jnp.where(result == diffrax.RESULTS.dt_min_reached, DT_MIN, code)
-    code = jnp.where(done, jnp.where(jnp.all(jnp.isfinite(y_out)), OK, NONFINITE_OUTPUT), code)
+    code = jnp.where(
+        done, jnp.where(jnp.all(jnp.isfinite(y_out)), OK, NONFINITE_OUTPUT), code
+    )
     code = jnp.where(jnp.all(jnp.isfinite(y)), code, NONFINITE_INPUT)
     return code.astype(jnp.int32)
 
@@ -92,7 +94,8 @@ def _what(code: int, ode) -> str:
         )
     if code == NONFINITE_OUTPUT:
         fixed = (
-            f"With the fixed step `dt0={ode.dt0}`, reduce `dt0` or use an adaptive solver."
+            f"With the fixed step `dt0={ode.dt0}`, reduce `dt0` or use an adaptive "
+            "solver."
             if ode.dt0 is not None
             else "The state blew up: check the field for finite-time blow-up."
         )
@@ -106,7 +109,8 @@ def _what(code: int, ode) -> str:
 
 _UNDER_JIT = (
     " (Under jit/vmap/grad the stopping time and cause are not computed, so that a "
-    "successful solve pays nothing for them; a vector field returning NaN/inf also ends "
+    "successful solve pays nothing for them; a vector field returning NaN/inf also "
+    "ends "
     "in `max_steps`. Call `model.diagnose(y, args)` outside jit for the exact time and "
     "cause.)"
 )
@@ -148,11 +152,14 @@ def explain(ode, args, report: SolveReport) -> str | None:
     code = int(report.code)
     if code == OK:
         return None
-    if code == MAX_STEPS and _field_nonfinite_near(ode, report.t_stop, report.y_stop, args):
+    if code == MAX_STEPS and _field_nonfinite_near(
+        ode, report.t_stop, report.y_stop, args
+    ):
         code = NONFINITE_FIELD
     t_stop = float(np.asarray(report.t_stop))
     where = (
-        f"t = {t_stop:.6g} (horizon {ode.horizon:g}) after {int(report.num_steps)} steps "
+        f"t = {t_stop:.6g} (horizon {ode.horizon:g}) after {int(report.num_steps)} "
+        "steps "
         f"({int(report.num_accepted_steps)} accepted, {int(report.num_rejected_steps)} "
         "rejected)"
     )

@@ -75,8 +75,11 @@ class AbstractDiscreteDepthModel(AbstractDepthModel):
         y_out, _ = lax.scan(body, y, jnp.arange(self.num_layers))
         return y_out
 
-    def trajectory(self, y: State, args: Args = None) -> Float[Array, "layers+1 *state"]:
-        """All `num_layers + 1` states `y_0, ..., y_N`, stacked along a new first axis."""
+    def trajectory(
+        self, y: State, args: Args = None
+    ) -> Float[Array, " layers+1 *state"]:
+        """All `num_layers + 1` states `y_0, ..., y_N`, stacked along a new first
+        axis."""
         self.check_state(y, args=args)
 
         def body(y, k):
@@ -86,7 +89,9 @@ class AbstractDiscreteDepthModel(AbstractDepthModel):
         _, ys = lax.scan(body, y, jnp.arange(self.num_layers))
         return jnp.concatenate([y[None], ys])
 
-    def perturbed(self, y: State, deltas: Float[Array, "layers *state"], args: Args = None):
+    def perturbed(
+        self, y: State, deltas: Float[Array, " layers *state"], args: Args = None
+    ):
         """Forward pass with `deltas[k]` added to the state entering layer `k`.
 
         With `deltas = 0` the output equals `self(y)`, and the gradient of a loss with

@@ -19,7 +19,8 @@ from .plain import _uniform_init
 
 class HighwayNet(AbstractDiscreteDepthModel):
     """A highway network: `y_{k+1} = (1 - T_k(y)) * y + T_k(y) * H_k(y)` with a learned
-    gate `T_k(y) = sigmoid(W^T_k y + b^T_k)` and transform `H_k(y) = tanh(W^H_k y + b^H_k)`.
+    gate `T_k(y) = sigmoid(W^T_k y + b^T_k)` and transform
+    `H_k(y) = tanh(W^H_k y + b^H_k)`.
 
     The gate bias starts at `gate_bias` (default -2, as in the paper) so the identity
     path is open at initialisation; when `T -> 1` the skip closes and the stack is

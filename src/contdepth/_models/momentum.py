@@ -6,7 +6,12 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Int
 
-from .._adjoint.reversible_scan import check_memory, Memory, reversible_scan, run_inverse
+from .._adjoint.reversible_scan import (
+    check_memory,
+    Memory,
+    reversible_scan,
+    run_inverse,
+)
 from .._custom_types import Args, State
 from .._fields.protocol import (
     ARGS_UNKNOWN,
@@ -116,7 +121,8 @@ class MomentumResNet(AbstractDepthModel):
         self.check_state(v, "v")
         if x.shape != v.shape or x.dtype != v.dtype:
             raise ValueError(
-                "`x` and `v` (position and velocity) must have the same shape and dtype, "
+                "`x` and `v` (position and velocity) must have the same shape and "
+                "dtype, "
                 f"got {tuple(x.shape)} {x.dtype} and {tuple(v.shape)} {v.dtype}."
             )
 
@@ -135,7 +141,12 @@ class MomentumResNet(AbstractDepthModel):
         """
         self._check_pair(x, v, args)
         return reversible_scan(
-            _step, _inverse_step, (self, args), (x, v), self.num_steps, memory=self.memory
+            _step,
+            _inverse_step,
+            (self, args),
+            (x, v),
+            self.num_steps,
+            memory=self.memory,
         )
 
     def __call__(self, y: State, args: Args = None) -> State:
@@ -152,9 +163,7 @@ class MomentumResNet(AbstractDepthModel):
         x_final, _ = self.forward_with_velocity(y, jnp.zeros_like(y), args)
         return x_final
 
-    def inverse(
-        self, x: State, v: State, args: Args = None
-    ) -> tuple[State, State]:
+    def inverse(self, x: State, v: State, args: Args = None) -> tuple[State, State]:
         """Undo `forward_with_velocity`: rebuild `(x_0, v_0)` from `(x_N, v_N)`.
 
         Exact in exact arithmetic; in floating point the error in `v_0` grows like

@@ -1,8 +1,10 @@
 from collections.abc import Callable
+from typing import Any
 
 import diffrax
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
@@ -25,9 +27,11 @@ _DEFAULT_RTOL, _DEFAULT_ATOL = 1e-5, 1e-7
 
 
 def _unwrap(controller):
-    return controller.controller if isinstance(
-        controller, diffrax.ClipStepSizeController
-    ) else controller
+    return (
+        controller.controller
+        if isinstance(controller, diffrax.ClipStepSizeController)
+        else controller
+    )
 
 
 def _is_traced(tree) -> bool:
@@ -128,19 +132,23 @@ class NeuralODE(AbstractDepthModel):
         check_field_horizon("field", field, "NeuralODE", self.horizon)
         _check_instance("solver", solver, diffrax.AbstractSolver, "diffrax.Tsit5()")
         _check_instance(
-            "adjoint", adjoint, diffrax.AbstractAdjoint,
+            "adjoint",
+            adjoint,
+            diffrax.AbstractAdjoint,
             "diffrax.RecursiveCheckpointAdjoint()",
         )
         _check_instance(
-            "progress_meter", progress_meter, diffrax.AbstractProgressMeter,
+            "progress_meter",
+            progress_meter,
+            diffrax.AbstractProgressMeter,
             "diffrax.TqdmProgressMeter()",
         )
         if event is not None:
             _check_instance("event", event, diffrax.Event, "diffrax.Event(cond_fn)")
         self.solver, self.adjoint, self.event = solver, adjoint, event
         self.progress_meter = progress_meter
-        self.max_steps = None if max_steps is None else check_positive_int(
-            "max_steps", max_steps
+        self.max_steps = (
+            None if max_steps is None else check_positive_int("max_steps", max_steps)
         )
         self.dt0 = None if dt0 is None else check_positive_float("dt0", dt0)
         self.stepsize_controller, self._tolerances = _controller(
@@ -162,9 +170,13 @@ class NeuralODE(AbstractDepthModel):
     def replace(self, **changes) -> "NeuralODE":
         """A copy with some constructor arguments changed, e.g.
         `model.replace(throw=False)` or `model.replace(rtol=1e-8, atol=1e-10)`."""
-        kwargs = dict(
-            solver=self.solver, adjoint=self.adjoint, event=self.event,
-            max_steps=self.max_steps, dt0=self.dt0, throw=self.throw,
+        kwargs: dict[str, Any] = dict(
+            solver=self.solver,
+            adjoint=self.adjoint,
+            event=self.event,
+            max_steps=self.max_steps,
+            dt0=self.dt0,
+            throw=self.throw,
             progress_meter=self.progress_meter,
         )
         if self._tolerances is not None:
@@ -174,7 +186,8 @@ class NeuralODE(AbstractDepthModel):
         if {"rtol", "atol"} & changes.keys():
             kwargs.pop("stepsize_controller", None)
         if "stepsize_controller" in changes or "dt0" in changes:
-            kwargs.pop("rtol", None), kwargs.pop("atol", None)
+            kwargs.pop("rtol", None)
+            kwargs.pop("atol", None)
             kwargs.pop("stepsize_controller", None)
         kwargs.update(changes)
         field = kwargs.pop("field", self.field)
@@ -194,19 +207,23 @@ class NeuralODE(AbstractDepthModel):
         field's `jump_times` as `jump_ts` when the controller is adaptive."""
         jumps = jump_times(self.field, dtype)
         controller = self.stepsize_controller
+        inner = _unwrap(controller)
         if not jumps or not isinstance(
-            _unwrap(controller), diffrax.AbstractAdaptiveStepSizeController
+            inner, diffrax.AbstractAdaptiveStepSizeController
         ):
             return controller
         if isinstance(controller, diffrax.ClipStepSizeController):
-            own = () if controller.jump_ts is None else tuple(controller.jump_ts.tolist())
+            own = (
+                () if controller.jump_ts is None else tuple(controller.jump_ts.tolist())
+            )
             return diffrax.ClipStepSizeController(
                 controller.controller,
                 step_ts=controller.step_ts,
                 jump_ts=sorted(set(own) | set(jumps)),
                 store_rejected_steps=controller.store_rejected_steps,
             )
-        return diffrax.ClipStepSizeController(controller, jump_ts=jumps)
+        # Not clipped, so `inner` is `controller` itself.
+        return diffrax.ClipStepSizeController(inner, jump_ts=jumps)
 
     def solve(
         self,
@@ -253,7 +270,7 @@ class NeuralODE(AbstractDepthModel):
             progress_meter=self.progress_meter,
         )
 
-    def _checked(self, y, args, ts):
+    def _checked(self, y, args, ts) -> tuple[State, Any]:
         """`(y_T, ys_at_ts)`: failures raised (`throw`; explained on the host when
         called eagerly) or turned into NaN."""
         self.check_state(y, args=args)
@@ -277,7 +294,8 @@ class NeuralODE(AbstractDepthModel):
         step counts and whether the field returned NaN/inf."""
         if _is_traced((self, y, args)):
             raise TypeError(
-                "`diagnose` runs on concrete values: call it outside `jit`/`vmap`/`grad`."
+                "`diagnose` runs on concrete values: call it outside "
+                "`jit`/`vmap`/`grad`."
             )
         self.check_state(y, args=args)
         return _ode_errors.explain(self, args, _solve_compiled(self, y, args, None)[2])
@@ -304,7 +322,7 @@ class NeuralODE(AbstractDepthModel):
 
     def trajectory(
         self, y: State, ts: Float[ArrayLike, " times"], args: Args = None
-    ) -> Float[Array, "times *state"]:
+    ) -> Float[Array, " times *state"]:
         """The solution at the times `ts` (increasing, within `[0, horizon]`), stacked
         along a new first axis.
 
@@ -325,16 +343,24 @@ def _solve(model: NeuralODE, y, args, ts, mask: bool = True):
     # A single SubSaveAt is passed plainly: `BacksolveAdjoint` refuses `subs=`.
     saveat = diffrax.SaveAt(subs=subs) if len(subs) > 1 else diffrax.SaveAt(t1=True)
     if ts is not None and isinstance(model.adjoint, ReversibleAdjoint):
-        model = eqx.tree_at(lambda m: m.adjoint, model, diffrax.RecursiveCheckpointAdjoint())
+        model = eqx.tree_at(
+            lambda m: m.adjoint, model, diffrax.RecursiveCheckpointAdjoint()
+        )
     sol = model.solve(y, args, saveat=saveat, throw=False)
-    sol_ts, sol_ys = (sol.ts, sol.ys) if len(subs) > 1 else ((sol.ts,), (sol.ys,))
+    # One tuple entry per `SubSaveAt`; both are saved (by `saveat`), so not `None`.
+    sol_ts: Any = sol.ts if len(subs) > 1 else (sol.ts,)
+    sol_ys: Any = sol.ys if len(subs) > 1 else (sol.ys,)
     # On failure the t1 slot holds the last accepted state and time.
     t_stop, y_stop = sol_ts[0][-1], sol_ys[0][-1]
     y_out = y_stop.astype(y.dtype)
     ys = None if ts is None else sol_ys[1].astype(y.dtype)
     code = _ode_errors.failure_code(sol.result, y, y_out)
     report = _ode_errors.SolveReport(
-        code, t_stop, y_stop, sol.stats["num_steps"], sol.stats["num_accepted_steps"],
+        code,
+        t_stop,
+        y_stop,
+        sol.stats["num_steps"],
+        sol.stats["num_accepted_steps"],
         sol.stats["num_rejected_steps"],
     )
     if mask:
@@ -358,12 +384,15 @@ def _controller(solver, controller, rtol, atol, dt0):
     if controller is not None:
         if rtol is not None or atol is not None:
             raise ValueError(
-                "Pass the tolerances to the step-size controller, not to NeuralODE: got "
+                "Pass the tolerances to the step-size controller, not to NeuralODE: "
+                "got "
                 f"rtol={rtol}, atol={atol} and stepsize_controller="
                 f"{type(controller).__name__}(...)."
             )
         _check_instance(
-            "stepsize_controller", controller, diffrax.AbstractStepSizeController,
+            "stepsize_controller",
+            controller,
+            diffrax.AbstractStepSizeController,
             "diffrax.PIDController(rtol=1e-5, atol=1e-7)",
         )
         if dt0 is None and isinstance(_unwrap(controller), diffrax.ConstantStepSize):
@@ -413,7 +442,9 @@ def _check_times(ts, horizon: float):
         raise ValueError(
             f"`ts` must be a non-empty 1-D array of times, got shape {ts.shape}."
         )
-    if not (jnp.issubdtype(ts.dtype, jnp.floating) or jnp.issubdtype(ts.dtype, jnp.integer)):
+    if not (
+        jnp.issubdtype(ts.dtype, jnp.floating) or jnp.issubdtype(ts.dtype, jnp.integer)
+    ):
         raise TypeError(f"`ts` must hold real times, got dtype {ts.dtype}.")
     if not isinstance(ts, jax.core.Tracer):
         # On the host, in NumPy: under an outer `jit`, `jnp` ops on a concrete array

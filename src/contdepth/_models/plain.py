@@ -19,7 +19,8 @@ from .base import AbstractDiscreteDepthModel
 
 
 def _uniform_init(key, shape, fan_in, dtype=None):
-    # The default of torch.nn.Linear / eqx.nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    # The default of torch.nn.Linear / eqx.nn.Linear:
+    # U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     lim = 1.0 / jnp.sqrt(fan_in)
     return jr.uniform(key, shape, dtype=dtype, minval=-lim, maxval=lim)
 

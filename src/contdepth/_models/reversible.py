@@ -5,7 +5,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from .._adjoint.reversible_scan import check_memory, Memory, reversible_scan, run_inverse
+from .._adjoint.reversible_scan import (
+    check_memory,
+    Memory,
+    reversible_scan,
+    run_inverse,
+)
 from .._custom_types import Args, State
 from .._fields.protocol import (
     ARGS_UNKNOWN,
@@ -86,7 +91,8 @@ class ReversibleResNet(AbstractDepthModel):
         if y.ndim == 0 or y.shape[-1] % 2 != 0:
             raise ValueError(
                 f"`{name}` has shape {tuple(y.shape)}, but ReversibleResNet splits the "
-                "last axis in two equal halves, so it must have even size (e.g. pad the "
+                "last axis in two equal halves, so it must have even size (e.g. pad "
+                "the "
                 "state or change the encoder's output size)."
             )
         # Shapes only, so this also accepts `jax.ShapeDtypeStruct`s (eval_shape).
@@ -106,7 +112,12 @@ class ReversibleResNet(AbstractDepthModel):
         """
         self.check_state(y, args=args)
         z = reversible_scan(
-            _step, _inverse_step, (self, args), _split(y), self.num_steps, memory=self.memory
+            _step,
+            _inverse_step,
+            (self, args),
+            _split(y),
+            self.num_steps,
+            memory=self.memory,
         )
         return jnp.concatenate(z, axis=-1)
 

@@ -3,6 +3,7 @@ from typing import Literal
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
@@ -87,7 +88,8 @@ class ScaledResidualNet(AbstractDiscreteDepthModel):
             self.tied = True
         else:
             raise TypeError(
-                "`field_or_fields` must be a vector field (any callable `f(t, y, args)`) "
+                "`field_or_fields` must be a vector field (any callable `f(t, y, "
+                "args)`) "
                 f"or a sequence of them, got {type(field_or_fields).__name__}."
             )
         self.beta = check_real("beta", beta)

@@ -117,7 +117,9 @@ class CheckpointManager:
                 )
             # The history arrays' shapes and dtypes are in the header.
             extra_like = {
-                d["path"][2:-2]: np.zeros(d["shape"], d["dtype"])  # "['loss']" -> "loss"
+                d["path"][2:-2]: np.zeros(
+                    d["shape"], d["dtype"]
+                )  # "['loss']" -> "loss"
                 for d in header["trees"]["extra"]["leaves"]
             }
             ckpt, extra = load_with_extra(path, model, opt_state_like, extra_like)
@@ -131,11 +133,15 @@ class CheckpointManager:
         path = self.directory / "best.ckpt"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            save_with_extra(path, model, opt_state, step,
-                            {"contdepth.train": self.fingerprint}, {})
+            save_with_extra(
+                path, model, opt_state, step, {"contdepth.train": self.fingerprint}, {}
+            )
         except Exception as e:
-            warnings.warn(f"Could not write {str(path)!r} ({type(e).__name__}: {e}).",
-                          RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"Could not write {str(path)!r} ({type(e).__name__}: {e}).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def restore_best(self, model, opt_state_like, step: int | None):
         """`(model, opt_state)` of `best.ckpt` if it holds this run's step `step`."""
@@ -192,8 +198,13 @@ class CheckpointManager:
 def _fingerprint_difference(saved, current) -> str:
     if not isinstance(saved, dict):
         return "it was not written by `cd.train`"
-    names = {"key": "`key`", "batch_size": "`batch_size`", "clip_norm": "`clip_norm`",
-             "data_sha256": "`train_data`", "loss": "`loss_fn`"}
+    names = {
+        "key": "`key`",
+        "batch_size": "`batch_size`",
+        "clip_norm": "`clip_norm`",
+        "data_sha256": "`train_data`",
+        "loss": "`loss_fn`",
+    }
     for k, name in names.items():
         if saved.get(k) != current.get(k):
             return f"different {name}"

@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 import equinox as eqx
 import jax
 
@@ -10,7 +12,7 @@ _count = eqx.filter_jit(accuracy_count)
 
 
 def evaluate(
-    model: eqx.Module, data: tuple[jax.Array, jax.Array], *, batch_size: int = 1024
+    model: Callable, data: tuple[jax.Array, jax.Array], *, batch_size: int = 1024
 ) -> dict[str, float]:
     """Accuracy and mean cross-entropy of a single-sample classifier on a dataset.
 
@@ -30,7 +32,9 @@ def evaluate(
     n = x.shape[0]
     correct, total_loss = 0, 0.0
     for start in range(0, n, batch_size):
-        c, loss = _count(model, x[start : start + batch_size], y[start : start + batch_size])
+        c, loss = _count(
+            model, x[start : start + batch_size], y[start : start + batch_size]
+        )
         correct += int(c)
         total_loss += float(loss)
     return {"accuracy": correct / n, "loss": total_loss / n}

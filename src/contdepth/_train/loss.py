@@ -1,7 +1,8 @@
 """Losses and metrics with the signature `f(model, inputs, targets) -> scalar`: the
 model is a single-sample callable, `vmap`-ed over the batch's leading axis."""
 
-import equinox as eqx
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -9,7 +10,7 @@ from jaxtyping import Array, Float, Int, PyTree
 
 
 def cross_entropy(
-    model: eqx.Module, x: Float[Array, "batch ..."], y: Int[Array, " batch"]
+    model: Callable, x: Float[Array, "batch ..."], y: Int[Array, " batch"]
 ) -> Float[Array, ""]:
     """Mean softmax cross-entropy of a single-sample classifier (features → logits)
     against integer class labels. The default loss of [`contdepth.train`][]."""
@@ -18,7 +19,7 @@ def cross_entropy(
 
 
 def accuracy(
-    model: eqx.Module, x: Float[Array, "batch ..."], y: Int[Array, " batch"]
+    model: Callable, x: Float[Array, "batch ..."], y: Int[Array, " batch"]
 ) -> Float[Array, ""]:
     """Fraction of samples whose largest logit is the label (a metric, in `[0, 1]`)."""
     logits = jax.vmap(model)(x)
@@ -26,7 +27,7 @@ def accuracy(
 
 
 def mean_squared_error(
-    model: eqx.Module, inputs: PyTree[Array], targets: Float[Array, "batch ..."]
+    model: Callable, inputs: PyTree[Array], targets: Float[Array, "batch ..."]
 ) -> Float[Array, ""]:
     """Mean over samples and entries of `(model(input) - target)**2`: regression on
     float targets of any shape (a trajectory, a time series, an image)."""
@@ -35,7 +36,7 @@ def mean_squared_error(
 
 
 def accuracy_count(
-    model: eqx.Module, x: Float[Array, "batch features"], y: Int[Array, " batch"]
+    model: Callable, x: Float[Array, "batch features"], y: Int[Array, " batch"]
 ) -> tuple[Int[Array, ""], Float[Array, ""]]:
     """Number of correct predictions and summed cross-entropy over a batch."""
     logits = jax.vmap(model)(x)

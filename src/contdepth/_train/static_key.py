@@ -78,7 +78,7 @@ def _key(value: Any, depth: int = 0):
 
 
 def _is_tracer(value) -> bool:
-    import jax
+    import jax.core
 
     return isinstance(value, jax.core.Tracer)
 

@@ -23,13 +23,14 @@ def global_norm(tree) -> Float[Array, ""]:
 
 def split_loss(out, loss_fn) -> tuple[Float[Array, ""], Any]:
     """`loss_fn`'s output as `(loss, aux)`: a scalar, or a `(scalar, aux)` pair."""
+    loss: Any
     if isinstance(out, tuple) and len(out) == 2:
         loss, aux = out
     else:
         loss, aux = out, None
     shape = getattr(loss, "shape", None)
     dtype = getattr(loss, "dtype", None)
-    if shape != () or not jnp.issubdtype(dtype, jnp.floating):
+    if shape != () or dtype is None or not jnp.issubdtype(dtype, jnp.floating):
         name = getattr(loss_fn, "__qualname__", type(loss_fn).__name__)
         got = (
             f"shape {shape}, dtype {dtype}" if shape is not None else type(out).__name__

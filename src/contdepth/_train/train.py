@@ -2,7 +2,7 @@ import functools
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import equinox as eqx
 import jax
@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jaxtyping import PRNGKeyArray, PyTree
-from tqdm.auto import tqdm
 
 from .._distributed.mesh import (
     batch_sharding,
@@ -18,6 +17,7 @@ from .._distributed.mesh import (
     replicated,
     resolve_mesh,
 )
+from .._optional import progress_bar as tqdm
 from .._validation import check_bool, check_callable, check_key, check_positive_int
 from .checkpointing import check_checkpoint_dir, CheckpointManager, run_fingerprint
 from .data import (
@@ -35,11 +35,22 @@ from .validation import check_metrics, EarlyStopping, Validator
 
 
 _DEFAULT_OPTIMIZER = optax.adam(1e-3)
+_Model = TypeVar("_Model", bound=eqx.Module)
 
 
 @eqx.filter_jit
-def _sampled_step(loss_fn: Keyed, optimizer: Keyed, batch_size, mesh, model, opt_state,
-                  inputs, targets, key, index):
+def _sampled_step(
+    loss_fn: Keyed,
+    optimizer: Keyed,
+    batch_size,
+    mesh,
+    model,
+    opt_state,
+    inputs,
+    targets,
+    key,
+    index,
+):
     """`step.update` on the batch of step `index` (drawn inside the compiled step)."""
     idx = batch_indices(key, index, num_samples(inputs), batch_size)
     xb, yb = take(inputs, idx), take(targets, idx)
@@ -52,7 +63,7 @@ def _sampled_step(loss_fn: Keyed, optimizer: Keyed, batch_size, mesh, model, opt
 
 
 def train(
-    model: eqx.Module,
+    model: _Model,
     train_data: tuple[Any, Any],
     *,
     steps: int,
@@ -72,7 +83,7 @@ def train(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
     resume: bool = True,
-) -> tuple[eqx.Module, dict[str, Any]]:
+) -> tuple[_Model, dict[str, Any]]:
     """Train a single-sample model with any loss and any optax optimiser.
 
     Step `i` uses the batch drawn from `key` and `i` alone (without replacement within
@@ -172,8 +183,14 @@ def train(
     )
     clip_norm = None if clip_norm is None else float(clip_norm)
     validator = _make_validator(
-        validation_data, eval_every, metrics, early_stopping, loss_fn, default_loss,
-        model, steps,
+        validation_data,
+        eval_every,
+        metrics,
+        early_stopping,
+        loss_fn,
+        default_loss,
+        model,
+        steps,
     )
     opt_state = _check_opt_state(opt_state, optimizer, model)
 
@@ -206,14 +223,28 @@ def train(
     static = (Keyed(loss_fn), Keyed(optimizer), batch_size, mesh)
 
     def step_fn(model, opt_state, i):
-        return _sampled_step(*static, model, opt_state, inputs, targets, key,
-                             jnp.asarray(i, dtype=jnp.int32))
+        return _sampled_step(
+            *static,
+            model,
+            opt_state,
+            inputs,
+            targets,
+            key,
+            jnp.asarray(i, dtype=jnp.int32),
+        )
 
     record = _Record(prior)
     start = time.perf_counter()
     model, opt_state, stopped_at = _loop(
-        step_fn, model, opt_state, range(first, steps), record, validator, manager,
-        checkpoint_every, progress,
+        step_fn,
+        model,
+        opt_state,
+        range(first, steps),
+        record,
+        validator,
+        manager,
+        checkpoint_every,
+        progress,
     )
     if validator is not None and validator.best_state is not None:
         model, opt_state = validator.best_state
@@ -231,8 +262,17 @@ def train(
     return model, history
 
 
-def _loop(step_fn, model, opt_state, indices: range, record, validator, manager,
-          checkpoint_every: int, progress: bool):
+def _loop(
+    step_fn,
+    model,
+    opt_state,
+    indices: range,
+    record,
+    validator,
+    manager,
+    checkpoint_every: int,
+    progress: bool,
+):
     """Run the steps `indices`, validating, checking and checkpointing on the way.
 
     **Returns:** `(model, opt_state, stopped_at)`, `stopped_at` the step at which early
@@ -255,14 +295,14 @@ def _loop(step_fn, model, opt_state, indices: range, record, validator, manager,
                 record.check_finite(first, manager)
                 bar.set_postfix(loss=f"{float(loss):.4g}")
                 bar.update(done - bar.n)
-            if validate:
+            if validate and validator is not None:
                 values = validator.record(done, model, opt_state)
                 bar.set_postfix(loss=f"{float(loss):.4g}", val=f"{values['loss']:.4g}")
                 if manager is not None and validator.best_step == done:
                     manager.save_best(done, model, opt_state)
                 if validator.should_stop():
                     stopped_at, save_now = done, manager is not None
-            if save_now:
+            if save_now and manager is not None:
                 _check_finite_model(model, done, manager)
                 extra = record.arrays()
                 if validator is not None:
@@ -321,8 +361,10 @@ def _make_validator(data, every, metrics, early, loss_fn, default_loss, model, s
     data = check_data("validation_data", data, labels=default_loss)
     if default_loss:
         check_labels("validation_data", model, *data)
-    every = max(1, steps // 20) if every is None else check_positive_int(
-        "eval_every", every
+    every = (
+        max(1, steps // 20)
+        if every is None
+        else check_positive_int("eval_every", every)
     )
     if early is not None and not isinstance(early, EarlyStopping):
         raise TypeError(

@@ -89,11 +89,12 @@ def _load_npz(path: pathlib.Path, where: str) -> tuple[np.ndarray, np.ndarray]:
         raise UserDataError(
             f"{where}: '{fkey}' has {x.shape[0]} samples but {what} has {y.shape[0]}."
         )
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)
-            or x.dtype == np.bool_):
-        raise UserDataError(
-            f"{where}: '{fkey}' must be numeric, got dtype {x.dtype}."
-        )
+    if not (
+        np.issubdtype(x.dtype, np.floating)
+        or np.issubdtype(x.dtype, np.integer)
+        or x.dtype == np.bool_
+    ):
+        raise UserDataError(f"{where}: '{fkey}' must be numeric, got dtype {x.dtype}.")
     return x, _integer_labels(y, where, what)
 
 
@@ -144,7 +145,8 @@ def _load_csv(path: pathlib.Path, where: str, label_column):
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = [
-                (line, row) for line, row in enumerate(csv.reader(f), start=1)
+                (line, row)
+                for line, row in enumerate(csv.reader(f), start=1)
                 if row and any(cell.strip() for cell in row)
             ]
     except UnicodeDecodeError as e:

@@ -111,7 +111,7 @@ class Validator:
         for name, v in values.items():
             self.history[name].append(float(v))
         if self.early is not None:
-            improved = self._track(step, float(values[self.early.monitor]))
+            improved = self._track(self.early, step, float(values[self.early.monitor]))
             if improved and self.early.restore_best:
                 self.best_state = (model, opt_state)
         return {k: float(v) for k, v in values.items()}
@@ -128,11 +128,11 @@ class Validator:
             for step, value in zip(
                 self.history["step"], self.history[self.early.monitor]
             ):
-                self._track(int(step), value)
+                self._track(self.early, int(step), value)
 
-    def _track(self, step: int, value: float) -> bool:
+    def _track(self, early: EarlyStopping, step: int, value: float) -> bool:
         """Update the best value and the evaluations since; True if `value` improved."""
-        if self.early.improves(value, self.best_value):
+        if early.improves(value, self.best_value):
             self.best_step, self.best_value, self.stale = step, value, 0
             return True
         self.stale += 1
