@@ -46,6 +46,7 @@ TRAINING = DOCS / "training.md"
 JACOBIANS = DOCS / "jacobians-and-spectra.md"
 DEPTH_SWEEP = DOCS / "depth-sweep.md"
 REPRODUCED = DOCS / "reproduced-results.md"
+CONTROL = DOCS / "jacobian-control.md"
 PERFORMANCE = DOCS / "benchmarks.md"
 MEMORY = DOCS / "memory.md"
 SCALING_OUT = DOCS / "scaling-out.md"
@@ -711,6 +712,64 @@ def fig_resnet_or_ode():
             f"{s['batch_size']} at lr {s['lr']:g}, {s['num_seeds']} seed(s), "
             f"{s['dtype']}.{mf_line} {r['seconds']:.0f} s "
             "(`docs/results/resnet_or_ode/`).")
+
+
+def _printed_tables(name: str) -> str:
+    """The markdown tables a `contdepth` experiment printed (its stored stdout)."""
+    text = (RESULTS / name / "stdout.txt").read_text()
+    blocks, current = [], []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            blocks.append("\n".join(current))
+            current = []
+    if current:
+        blocks.append("\n".join(current))
+    return "\n\n".join(blocks)
+
+
+def _seconds(name: str) -> str:
+    text = (RESULTS / name / "stdout.txt").read_text()
+    found = re.findall(r"\(([\d.]+) s\)", text)
+    return f"; {float(found[-1]):.0f} s" if found else ""
+
+
+def regenerate_robustness():
+    _experiment("robustness", "robustness")
+
+
+@figure("slow", regenerate=regenerate_robustness, file=CONTROL)
+def fig_robustness():
+    """`contdepth robustness`: plain vs Jacobian-regularised vs spectral-norm fields."""
+    return (_printed_tables("robustness") + "\n\n`contdepth robustness` defaults "
+            f"(seed 0, float32{_seconds('robustness')}; `docs/results/robustness/`).")
+
+
+def regenerate_circles():
+    _experiment("circles", "circles")
+
+
+@figure("slow", regenerate=regenerate_circles, file=CONTROL)
+def fig_circles():
+    """`contdepth circles`: plain vs augmented Neural ODE (Dupont et al. 2019)."""
+    return (_printed_tables("circles") + "\n\n`contdepth circles` defaults (seed 0, "
+            f"float32{_seconds('circles')}; `docs/results/circles/`).")
+
+
+def regenerate_cnf():
+    out = RESULTS / "cnf"
+    out.mkdir(parents=True, exist_ok=True)
+    _run([sys.executable, "-m", "contdepth._cli", "fit-cnf", "--no-progress", "--out",
+          str(out)], out / "stdout.txt")
+    shutil.move(out / "cnf.png", ROOT / "docs" / "cnf.png")
+
+
+@figure("slow", regenerate=regenerate_cnf, file=CONTROL)
+def fig_cnf():
+    """`contdepth fit-cnf`: RNODE vs unregularised CNF, exact vs Hutchinson."""
+    return (_printed_tables("cnf") + "\n\n`contdepth fit-cnf` defaults (eight "
+            "Gaussians, seed 0, float32; `docs/results/cnf/`).")
 
 
 def regenerate_test_suite():
