@@ -360,11 +360,7 @@ def _run(cmd, out: pathlib.Path):
 
 
 def regenerate_sweep():
-    out = RESULTS / "sweep"
-    out.mkdir(parents=True, exist_ok=True)
-    _run([sys.executable, "-m", "contdepth._cli", "sweep", "--untied", "smooth", "iid",
-          "--out", str(out), "--no-progress"], out / "stdout.txt")
-    shutil.move(out / "sweep.png", ROOT / "docs" / "sweep.png")
+    _experiment("sweep", "sweep", "--untied", "smooth", "iid", "--no-progress")
 
 
 def _sweep_result():
@@ -521,12 +517,12 @@ def fig_spiral():
             f"learning rates (`docs/results/spiral/`).{ratio}")
 
 
-def _experiment(command: str, name: str):
-    """Run `contdepth COMMAND --out docs/results/NAME` (defaults, fixed seed) and move its
-    plot to `docs/NAME.png`."""
+def _experiment(command: str, name: str, *flags: str):
+    """Run `contdepth COMMAND [FLAGS] --out docs/results/NAME` (defaults, fixed seed)
+    and move its plot to `docs/NAME.png`."""
     out = RESULTS / name
     out.mkdir(parents=True, exist_ok=True)
-    _run([sys.executable, "-m", "contdepth._cli", command, "--out", str(out)],
+    _run([sys.executable, "-m", "contdepth._cli", command, *flags, "--out", str(out)],
          out / "stdout.txt")
     shutil.move(out / f"{name}.png", ROOT / "docs" / f"{name}.png")
 
@@ -758,11 +754,7 @@ def fig_circles():
 
 
 def regenerate_cnf():
-    out = RESULTS / "cnf"
-    out.mkdir(parents=True, exist_ok=True)
-    _run([sys.executable, "-m", "contdepth._cli", "fit-cnf", "--no-progress", "--out",
-          str(out)], out / "stdout.txt")
-    shutil.move(out / "cnf.png", ROOT / "docs" / "cnf.png")
+    _experiment("fit-cnf", "cnf", "--no-progress")
 
 
 @figure("slow", regenerate=regenerate_cnf, file=CONTROL)
