@@ -31,7 +31,7 @@ train: $(STAMP)
 # mode, and the declared minimum versions.
 test: $(STAMP)
 	$(MAKE) lint
-	$(BIN)/python -m pytest -q -n auto --dist worksteal
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 	$(MAKE) docs
 	$(MAKE) test-min
 
@@ -62,12 +62,12 @@ $(MIN_STAMP): pyproject.toml constraints/minimum.txt
 	$(PYTHON) -m venv $(MIN_VENV)
 	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(MIN_VENV)/bin/python -m pip install --quiet -c constraints/minimum.txt \
-		-r constraints/minimum.txt -e . "pytest>=7.4" "pytest-xdist>=3.5" \
+		-r constraints/minimum.txt -e . "pytest>=7.4" "pytest-xdist>=3.8" \
 		"hypothesis>=6.80" "scipy==1.13.1"
 	touch $(MIN_STAMP)
 
 test-min: $(MIN_STAMP)
-	$(MIN_VENV)/bin/python -m pytest -q -n auto -p no:cacheprovider $(MIN_TESTS)
+	CONTDEPTH_TEST_XLA_DEFAULTS=1 $(MIN_VENV)/bin/python -m pytest -q -n auto -p no:cacheprovider $(MIN_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -765,11 +765,13 @@ def fig_cnf():
 
 
 def regenerate_test_suite():
-    """Time the README's test command's pytest run (`-n auto --dist worksteal`, the
-    environment's venv) with per-module durations: `docs/results/test_suite.json`."""
+    """Time the README's test command's pytest run (`make test`'s `-n auto --dist
+    loadfile --no-loadscope-reorder`, the environment's venv) with per-module
+    durations: `docs/results/test_suite.json` (which also orders the next run's
+    modules, slowest first: `tests/conftest.py`)."""
     # Less the one check that reads this very result (it cannot pass before it exists).
-    cmd = [sys.executable, "-m", "pytest", "-q", "-n", "auto", "--dist", "worksteal",
-           "--durations=0", "-p", "no:cacheprovider", "--deselect",
+    cmd = [sys.executable, "-m", "pytest", "-q", "-n", "auto", "--dist", "loadfile",
+           "--no-loadscope-reorder", "--durations=0", "-p", "no:cacheprovider", "--deselect",
            "tests/test_readme_figures.py::test_readme_figures_are_current[stored]"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -791,7 +793,8 @@ def regenerate_test_suite():
     (RESULTS / "test_suite.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
-@figure("slow", inline=True, regenerate=regenerate_test_suite, file=DEVELOPMENT)
+@figure("slow", inline=True, regenerate=regenerate_test_suite, file=DEVELOPMENT,
+        also=(README,))
 def fig_test_suite():
     r = json.loads((RESULTS / "test_suite.json").read_text())
     top = ", ".join(f"`{k.removeprefix('tests/')}` {v:.0f} s"

@@ -14,7 +14,8 @@ import pytest
 @pytest.fixture(scope="module")
 def report():
     worker = os.path.join(os.path.dirname(__file__), "_distributed_worker.py")
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    # The suite's XLA_FLAGS (tests/conftest.py) travel; the worker adds the device count.
+    env = dict(os.environ)
     out = {}
     for part in ("train", "sweep"):
         proc = subprocess.run(

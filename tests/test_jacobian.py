@@ -158,3 +158,25 @@ def test_jacobian_of_reversible_models_in_both_modes(kind, getkey):
     rev = cd.jacobian(model, y, mode="rev")  # the reversible custom VJP
     np.testing.assert_allclose(auto, rev, atol=1e-12)
     np.testing.assert_allclose(auto, _fd_jacobian(model, y), atol=1e-6 * np.max(np.abs(auto)))
+
+
+def _float64(tree):
+    return jax.tree.map(lambda x: x.astype(jnp.float64) if eqx.is_inexact_array(x) else x,
+                        tree)
+
+
+def test_forward_mode_through_a_neural_ode_inside_another_model(getkey):
+    """The adjoint swap reaches a `NeuralODE` nested in a model (a `Classifier` body, an
+    `AugmentedNeuralODE`), not only one at the top: fwd == rev == finite differences."""
+    ode = cd.NeuralODE(cd.MLPField(4, 8, 1, key=getkey()), horizon=1.0)
+    classifier = _float64(cd.Classifier(
+        eqx.nn.Linear(3, 4, key=getkey()), ode, eqx.nn.Linear(4, 2, key=getkey())))
+    augmented = _float64(cd.AugmentedNeuralODE(
+        cd.NeuralODE(cd.MLPField(6, 8, 1, key=getkey()), horizon=1.0), augment=2))
+    for model, y in [(classifier, jr.normal(getkey(), (3,))),
+                     (augmented, jr.normal(getkey(), (4,)))]:
+        fwd = cd.jacobian(model, y, mode="fwd")
+        rev = cd.jacobian(model, y, mode="rev")
+        np.testing.assert_allclose(fwd, rev, rtol=0, atol=1e-12)
+        fd = _fd_jacobian(model, y)
+        assert np.max(np.abs(fwd - fd)) <= 1e-6 * np.max(np.abs(fwd))

@@ -1,5 +1,6 @@
-"""The spiral demo (torchdiffeq's ode_demo.py ported): a short fit learns, `run` writes
-its outputs, `--help` shows defaults, and the 2000-step fit reaches its target.
+"""The spiral demo (torchdiffeq's ode_demo.py ported): the `contdepth fit-spiral`
+command at its defaults learns and writes its outputs, `--help` shows defaults, and the
+2000-step fit reaches its target for three seeds.
 """
 
 import json
@@ -13,11 +14,11 @@ from contdepth._demos import spiral
 
 
 @pytest.fixture(scope="module")
-def short_run(tmp_path_factory):
-    """One 150-step `contdepth fit-spiral` shared by the tests below."""
+def cli_run(tmp_path_factory):
+    """One `contdepth fit-spiral` at its defaults (2000 iterations, seed 0), shared by
+    the tests below; the seed-0 acceptance fit is this run."""
     out = tmp_path_factory.mktemp("spiral")
-    argv = ["fit-spiral", "--iterations", "150", "--out", str(out), "--no-progress"]
-    assert main(argv) == 0  # the installed `contdepth` command
+    assert main(["fit-spiral", "--out", str(out), "--no-progress"]) == 0
     return out, json.loads((out / "spiral.json").read_text())
 
 
@@ -35,20 +36,19 @@ def test_data_and_field_match_the_demo():
     assert 0.07 < w["w1"].std() < 0.13
 
 
-def test_short_fit_learns(short_run):
-    _, record = short_run
+def test_cli_fit_learns(cli_run):
+    _, record = cli_run
     loss = np.asarray(record["train_loss"])
-    assert loss.shape == (150,) and np.all(np.isfinite(loss))
+    assert loss.shape == (2000,) and np.all(np.isfinite(loss))
     assert np.mean(loss[-20:]) < 0.2 * np.mean(loss[:5])
-    # The whole trajectory, solved from y(0), is much closer than the untrained one's.
-    assert record["mse"] < 0.2, record["mse"]
-    assert record["settings"]["iterations"] == 150 and record["torch"] is None
-    assert record["validation"]["step"] == [50, 100, 150]
+    assert record["settings"]["iterations"] == 2000 and record["torch"] is None
+    assert record["settings"]["seed"] == 0
+    assert record["validation"]["step"] == list(range(50, 2001, 50))
     assert record["seconds"] > record["compile_seconds"] > 0
 
 
-def test_run_writes_outputs(short_run, capsys):
-    out, _ = short_run
+def test_run_writes_outputs(cli_run, capsys):
+    out, _ = cli_run
     assert (out / "spiral.png").stat().st_size > 10_000
 
 
@@ -71,10 +71,18 @@ def test_bad_arguments_are_refused():
         spiral.fit_spiral(iterations=2, learning_rate=1e-3, final_learning_rate=1e-2)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_full_fit_reaches_target(seed):
+def test_full_fit_reaches_target_seed_0(cli_run):
     """The acceptance target: full-trajectory MSE <= 1e-2 within 2000 iterations (the
-    best of the 40 evaluations, `keep_best`; compiled once for all seeds, ~6 s each)."""
+    best of the 40 evaluations, `keep_best`), here from the command's own record."""
+    _, record = cli_run
+    assert record["mse"] <= 1e-2, record["mse"]
+    assert record["best_step"] <= 2000
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_full_fit_reaches_target(seed):
+    """The same target for two more seeds (the compiled step is shared with the run
+    above: same structure, same optimiser; ~6 s each)."""
     result = spiral.fit_spiral(iterations=2000, seed=seed, progress=False)
     assert result.mse <= 1e-2, result.mse
     assert result.history["best_step"] <= 2000

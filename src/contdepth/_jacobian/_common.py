@@ -53,32 +53,50 @@ def check_k(k, dim: int, name: str = "k") -> int:
 
 
 def with_autodiff_mode(model, mode: Mode | Literal["both"]):
-    """Return `model` itself, or, for a [`contdepth.NeuralODE`][] whose diffrax adjoint
-    cannot be differentiated in `mode`, the same model with an adjoint that can.
+    """Return `model` with every part that cannot be differentiated in `mode` swapped
+    for one that can: each [`contdepth.NeuralODE`][] in it (the model itself, or one
+    inside a `Classifier`, an `AugmentedNeuralODE`, any pytree) whose diffrax adjoint
+    does not support `mode`, and each reversible-memory model.
 
-    The substitute (`ForwardMode` for forward mode, `DirectAdjoint` for both) runs the
-    same solver on the same steps and differentiates the same discrete computation
-    (discretise-then-optimise), so the numbers agree with reverse mode to round-off.
+    The substitute adjoint (`ForwardMode` for forward mode, `DirectAdjoint` for both)
+    runs the same solver on the same steps and differentiates the same discrete
+    computation (discretise-then-optimise), so the numbers agree with reverse mode to
+    round-off; a reversible model's `"store"` twin is the same function.
     """
-    if getattr(model, "memory", None) == "reversible" and mode in ("fwd", "both"):
-        # Reversible models' custom VJP is reverse-only; "store" is the same function.
-        return model.with_memory("store")
-    if not isinstance(model, NeuralODE):
-        return model
-    adjoint = model.adjoint
+    return jax.tree_util.tree_map(
+        lambda node: _swap(node, mode), model, is_leaf=_needs_a_look
+    )
+
+
+def _needs_a_look(node) -> bool:
+    return isinstance(node, NeuralODE) or _is_reversible(node)
+
+
+def _is_reversible(node) -> bool:
+    memory = getattr(node, "memory", None)
+    return isinstance(memory, str) and memory == "reversible"
+
+
+def _swap(node, mode: Mode | Literal["both"]):
+    if _is_reversible(node) and mode in ("fwd", "both"):
+        # Reversible models' custom VJP is reverse-only.
+        return node.with_memory("store")
+    if not isinstance(node, NeuralODE):
+        return node
+    adjoint = node.adjoint
     if mode == "fwd":
         if isinstance(adjoint, (diffrax.ForwardMode, *_BOTH_MODES)):
-            return model
+            return node
         new = diffrax.ForwardMode()
     elif mode == "rev":
         if not isinstance(adjoint, diffrax.ForwardMode):
-            return model
+            return node
         new = diffrax.RecursiveCheckpointAdjoint()
     else:
         if isinstance(adjoint, _BOTH_MODES):
-            return model
+            return node
         new = diffrax.DirectAdjoint()
-    return eqx.tree_at(lambda m: m.adjoint, model, new)
+    return eqx.tree_at(lambda m: m.adjoint, node, new)
 
 
 def flat_map(
