@@ -1,7 +1,8 @@
 """The notebooks in `notebooks/`: built from their sources, stored without outputs, and
 executed top to bottom (each asserts its claim, so a regression fails here).
 
-Execution uses nbclient with the `python3` kernel of this interpreter, cwd `notebooks/`,
+Execution uses nbclient with the `python3` kernel of this interpreter, cwd a scratch
+`notebooks/` (so saved figures never overwrite tracked files),
 `MPLBACKEND=Agg`, 180 s per cell. It is marked `slow` (about 20-60 s per notebook on
 two cores); CI runs it.
 """
@@ -87,14 +88,18 @@ def test_notebook_is_stored_without_outputs_and_states_its_claim(path):
      for p in PATHS],
     ids=lambda p: p.stem,
 )
-def test_notebook_executes(path, monkeypatch):
+def test_notebook_executes(path, monkeypatch, tmp_path):
     monkeypatch.setenv("MPLBACKEND", "Agg")  # inherited by the kernel
     nb = _read(path)
+    # A scratch `notebooks/` next to a scratch `docs/`: what a notebook saves (02 saves
+    # `../docs/depth_as_time.png`) lands there, never over the tracked files.
+    cwd = tmp_path / "notebooks"
+    cwd.mkdir()
     client = nbclient.NotebookClient(
         nb,
         timeout=180,
         kernel_name="python3",
-        resources={"metadata": {"path": str(NOTEBOOKS)}},
+        resources={"metadata": {"path": str(cwd)}},
     )
     try:
         client.execute()
@@ -105,3 +110,5 @@ def test_notebook_executes(path, monkeypatch):
         for out in cell.outputs if out.output_type == "error"
     ]
     assert not errors
+    if path.stem == "02_depth_as_time":
+        assert (tmp_path / "docs" / "depth_as_time.png").stat().st_size > 10_000
