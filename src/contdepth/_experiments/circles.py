@@ -19,7 +19,6 @@ tests).
 
 import argparse
 import dataclasses
-import json
 import os
 import time
 from typing import Any
@@ -38,6 +37,7 @@ from .._jacobian.dense import jacobian
 from .._models.augmented import AugmentedNeuralODE
 from .._models.neural_ode import NeuralODE
 from .._optional import require
+from .._outputs import write_figure_and_record
 from .._train.train import train
 from .._validation import (
     check_key,
@@ -435,13 +435,12 @@ def write_outputs(
 ) -> dict[str, Any]:
     """Write `circles.json` (every number, the paper's setting next to ours, and
     `extra`) and `circles.png` to the directory `out`; returns the JSON record."""
-    os.makedirs(out, exist_ok=True)
-    fig = plot_circles(result, os.path.join(out, "circles.png"))
-    require("matplotlib.pyplot", extra="plot").close(fig)
-    record = {**_record(result), **extra}
-    with open(os.path.join(out, "circles.json"), "w") as f:
-        json.dump(record, f, indent=2)
-    return record
+    return write_figure_and_record(
+        out,
+        "circles",
+        lambda path: plot_circles(result, path),
+        {**_record(result), **extra},
+    )
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -24,7 +24,6 @@ zero gradients and an exact backward reconstruction), and keep `alpha = 1/N`.
 
 import argparse
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -47,6 +46,7 @@ from .._depth.refine import refine_depth
 from .._depth.regularity import depth_regularity, scaling_exponent, ScalingFit
 from .._depth.untied import as_neural_ode, ResidualBranch, stacked_resnet
 from .._optional import require
+from .._outputs import write_figure_and_record
 from .._validation import check_key, check_positive_float, check_positive_int
 from .smooth_stays_smooth import fit_record
 
@@ -803,13 +803,12 @@ def write_outputs(
     """Write `resnet_or_ode.json` (every number of `result`, the paper's setting next
     to ours, and `extra`) and `resnet_or_ode.png` to the directory `out` (created if
     needed); returns the JSON record."""
-    plt = require("matplotlib.pyplot", extra="plot")
-    os.makedirs(out, exist_ok=True)
-    plt.close(plot_resnet_or_ode(result, os.path.join(out, "resnet_or_ode.png")))
-    record = {**_record(result), **extra}
-    with open(os.path.join(out, "resnet_or_ode.json"), "w") as f:
-        json.dump(record, f, indent=2)
-    return record
+    return write_figure_and_record(
+        out,
+        "resnet_or_ode",
+        lambda path: plot_resnet_or_ode(result, path),
+        {**_record(result), **extra},
+    )
 
 
 def summary(result: ResNetOrODEResult) -> str:

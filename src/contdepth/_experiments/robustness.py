@@ -20,7 +20,6 @@ ascent from a random start on the sphere of radius `eps / 2`.
 
 import argparse
 import dataclasses
-import json
 import os
 import time
 from typing import Any
@@ -42,6 +41,7 @@ from .._jacobian.dense import jacobian
 from .._models.euler import EulerResNet
 from .._models.neural_ode import NeuralODE
 from .._optional import require
+from .._outputs import write_figure_and_record
 from .._train.evaluate import evaluate
 from .._train.loss import cross_entropy
 from .._train.train import train
@@ -400,9 +400,6 @@ def write_outputs(
 ) -> dict[str, Any]:
     """Write `robustness.json` (every number and setting, and `extra`) and
     `robustness.png` to the directory `out`; returns the JSON record."""
-    os.makedirs(out, exist_ok=True)
-    fig = plot_robustness(result, os.path.join(out, "robustness.png"))
-    require("matplotlib.pyplot", extra="plot").close(fig)
     variants = {
         name: {
             k: (x.tolist() if isinstance(x, np.ndarray) else x) for k, x in v.items()
@@ -415,9 +412,9 @@ def write_outputs(
         "results": variants,
         **extra,
     }
-    with open(os.path.join(out, "robustness.json"), "w") as f:
-        json.dump(record, f, indent=2)
-    return record
+    return write_figure_and_record(
+        out, "robustness", lambda path: plot_robustness(result, path), record
+    )
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -26,7 +26,6 @@ in log space without overflow).
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import time
@@ -44,6 +43,7 @@ from .._argtypes import float_list, int_list
 from .._depth.regularity import scaling_exponent, ScalingFit
 from .._jacobian.dense import jacobian
 from .._optional import require
+from .._outputs import write_figure_and_record
 from .._validation import check_key, check_positive_int
 from .smooth_stays_smooth import fit_record
 
@@ -678,14 +678,12 @@ def write_outputs(
     """Write `scaling_regimes.json` (every number, mean ± s.e. per cell, and `extra`)
     and `scaling_regimes.png` to the directory `out` (created if needed); returns the
     JSON record."""
-    os.makedirs(out, exist_ok=True)
-    png = os.path.join(out, "scaling_regimes.png")
-    fig = plot_scaling_regimes(depth_result, heatmap, png)
-    require("matplotlib.pyplot", extra="plot").close(fig)
-    record = {**_record(depth_result, heatmap), **extra}
-    with open(os.path.join(out, "scaling_regimes.json"), "w") as f:
-        json.dump(record, f, indent=2)
-    return record
+    return write_figure_and_record(
+        out,
+        "scaling_regimes",
+        lambda path: plot_scaling_regimes(depth_result, heatmap, path),
+        {**_record(depth_result, heatmap), **extra},
+    )
 
 
 def summary(r: DepthScalingResult, h: HurstHeatmapResult) -> str:

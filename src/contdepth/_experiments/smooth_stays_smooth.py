@@ -25,7 +25,6 @@ Claim: from the smooth initialisation (`V_k = 0`, one `W` for every layer) it fa
 
 import argparse
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -41,6 +40,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._argtypes import int_list
 from .._depth.regularity import depth_regularity, scaling_exponent, ScalingFit
 from .._optional import require
+from .._outputs import write_figure_and_record
 from .._validation import check_key, check_positive_float, check_positive_int
 
 
@@ -484,13 +484,12 @@ def write_outputs(
     """Write `smooth_stays_smooth.json` (every number of `result`, the paper's setting
     next to ours, and `extra`) and `smooth_stays_smooth.png` to the directory `out`
     (created if needed); returns the JSON record."""
-    os.makedirs(out, exist_ok=True)
-    fig = plot_smooth_stays_smooth(result, os.path.join(out, "smooth_stays_smooth.png"))
-    require("matplotlib.pyplot", extra="plot").close(fig)
-    record = {**_record(result), **extra}
-    with open(os.path.join(out, "smooth_stays_smooth.json"), "w") as f:
-        json.dump(record, f, indent=2)
-    return record
+    return write_figure_and_record(
+        out,
+        "smooth_stays_smooth",
+        lambda path: plot_smooth_stays_smooth(result, path),
+        {**_record(result), **extra},
+    )
 
 
 def summary(result: SmoothStaysSmoothResult) -> str:
