@@ -77,3 +77,28 @@ def make_reversible_model(kind: str, key):
             cd.MLPField(2, 8, 1, key=k1), cd.MLPField(2, 8, 1, key=k2), 6, 1.0
         )
     raise ValueError(kind)
+
+
+def ascend(objective, starts, steps: int, step0: float = 0.1):
+    """Largest `objective` found by monotone normalised-gradient ascent from each start
+    (a step is kept only if it increases the objective; the step grows by 1.5 on
+    success and halves on failure, so kinks and suprema at infinity are reached)."""
+    value_and_grad = jax.value_and_grad(objective)
+
+    def run(x0):
+        def body(carry, _):
+            x, v, g, lr = carry
+            x_new = x + lr * g / (jnp.linalg.norm(g) + 1e-300)
+            v_new, g_new = value_and_grad(x_new)
+            better = v_new > v
+            x, v, g = jax.tree.map(
+                lambda a, b: jnp.where(better, a, b), (x_new, v_new, g_new), (x, v, g)
+            )
+            return (x, v, g, jnp.where(better, 1.5 * lr, 0.5 * lr)), None
+
+        v0, g0 = value_and_grad(x0)
+        init = (x0, v0, g0, jnp.asarray(step0))
+        (_, v, _, _), _ = jax.lax.scan(body, init, None, steps)
+        return v
+
+    return float(jnp.max(jax.jit(jax.vmap(run))(starts)))

@@ -24,6 +24,8 @@ from contdepth._control.spectral_norm import (
     SpectralNormMLPField,
 )
 
+from .helpers import ascend
+
 
 def _linear(key, d=3, scale=0.6):
     k1, k2 = jr.split(key)
@@ -173,30 +175,6 @@ def _jacobian_norm(field, shape, t=0.5):
     return norm
 
 
-def _adversarial_max(objective, starts, steps=40):
-    """Largest value from normalised-gradient ascent (a step is kept only if it
-    improves; the step grows 1.5x on success, halves on failure) from each start."""
-    value_and_grad = jax.value_and_grad(objective)
-
-    def run(x0):
-        def body(carry, _):
-            x, v, g, lr = carry
-            x_new = x + lr * g / (jnp.linalg.norm(g) + 1e-300)
-            v_new, g_new = value_and_grad(x_new)
-            better = v_new > v
-            x, v, g = jax.tree.map(
-                lambda a, b: jnp.where(better, a, b), (x_new, v_new, g_new), (x, v, g)
-            )
-            return (x, v, g, jnp.where(better, 1.5 * lr, 0.5 * lr)), None
-
-        v0, g0 = value_and_grad(x0)
-        init = (x0, v0, g0, jnp.asarray(0.1))
-        (_, v, _, _), _ = jax.lax.scan(body, init, None, steps)
-        return v
-
-    return float(jnp.max(jax.jit(jax.vmap(run))(starts)))
-
-
 _CASES = [
     (jax.nn.relu, False, 0.5),
     (jax.nn.silu, True, 2.0),
@@ -233,7 +211,7 @@ def test_spectral_norm_field_survives_adversarial_ascent(
         jnp.array([0.0, 1.0, 1.0, 1.0] * 2), weights.shape[1]
     ).reshape(weights.shape)
     starts = jnp.concatenate([3 * jr.normal(getkey(), (8, 3)), weights], axis=1)
-    found = _adversarial_max(objective, starts)
+    found = ascend(objective, starts, steps=40)
     assert found <= bound * (1 + 1e-12), (found, bound)
     assert found >= 0.3 * bound  # the ascent is doing work
 
@@ -248,8 +226,9 @@ def test_nonexpansive_residual_net_on_spectral_fields(getkey):
     big = eqx.tree_at(lambda m: m.alpha, big, net.alpha)
     assert float(net.block_lipschitz_bound()) <= 1.0
     assert float(big.block_lipschitz_bound()) <= 1.0
-    found = _adversarial_max(
-        _jacobian_norm(lambda t, y, a: big(y), (3,)), 3 * jr.normal(getkey(), (4, 3))
+    found = ascend(
+        _jacobian_norm(lambda t, y, a: big(y), (3,)), 3 * jr.normal(getkey(), (4, 3)),
+        steps=40,
     )
     assert found <= 1.0
     as_mlp = fields[0].as_mlp_field()

@@ -20,6 +20,8 @@ from hypothesis import given, HealthCheck, settings, strategies as st
 import contdepth as cd
 from contdepth._fields._activation import KNOWN_ACTIVATIONS, known_lipschitz
 
+from .helpers import ascend
+
 
 PROMISE = settings(
     deadline=None,
@@ -131,31 +133,6 @@ def test_neural_ode_raises_on_overflow():
 
 
 # --- Lipschitz bounds ----------------------------------------------------------------
-
-
-def ascend(objective, starts, steps: int, step0: float = 0.1):
-    """Largest `objective` found by monotone normalised-gradient ascent from each start
-    (a step is kept only if it increases the objective; the step grows by 1.5 on
-    success and halves on failure, so kinks and suprema at infinity are reached)."""
-    value_and_grad = jax.value_and_grad(objective)
-
-    def run(x0):
-        def body(carry, _):
-            x, v, g, lr = carry
-            x_new = x + lr * g / (jnp.linalg.norm(g) + 1e-300)
-            v_new, g_new = value_and_grad(x_new)
-            better = v_new > v
-            x, v, g = jax.tree.map(
-                lambda a, b: jnp.where(better, a, b), (x_new, v_new, g_new), (x, v, g)
-            )
-            return (x, v, g, jnp.where(better, 1.5 * lr, 0.5 * lr)), None
-
-        v0, g0 = value_and_grad(x0)
-        init = (x0, v0, g0, jnp.asarray(step0))
-        (_, v, _, _), _ = jax.lax.scan(body, init, None, steps)
-        return v
-
-    return float(jnp.max(jax.jit(jax.vmap(run))(starts)))
 
 
 ACTIVATIONS = [pytest.param(a, id=a.__name__) for a in dict.fromkeys(KNOWN_ACTIVATIONS)]
